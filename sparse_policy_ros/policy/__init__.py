@@ -1,0 +1,1 @@
+"""Dense visuomotor diffusion policy: config, encoders, transformer, scheduler, I/O."""

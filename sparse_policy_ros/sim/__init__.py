@@ -1,0 +1,1 @@
+"""MuJoCo table-top arm task, scripted expert, recording and evaluation."""

@@ -1,0 +1,1 @@
+"""Test-time sparsity: decisions, rollout cache, pruner, sparse sampler, FLOPs."""

@@ -1,0 +1,1 @@
+"""Demonstration datasets, dense policy training and pruner distillation."""
