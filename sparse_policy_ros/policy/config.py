@@ -11,7 +11,8 @@ PREDICTION_TYPES = ('epsilon',)
 
 @dataclass
 class PolicyConfig:
-    """Everything needed to rebuild the policy; stored as JSON next to the weights.
+    """
+    Everything needed to rebuild the policy; stored as JSON next to the weights.
 
     Timeline of one policy call (n_obs_steps=2, horizon=16, n_action_steps=8)::
 

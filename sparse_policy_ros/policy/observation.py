@@ -1,4 +1,5 @@
-"""The observation contract between the outside world and the policy, with validation.
+"""
+The observation contract between the outside world and the policy, with validation.
 
 An observation is a dict with two keys (named constants below)::
 
@@ -23,7 +24,8 @@ OBS_STATE = 'state'
 
 def validate_observation(observation: Any,
                          config: PolicyConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Check an observation against ``config``; return (images by camera, float32 state).
+    """
+    Check an observation against ``config``; return (images by camera, float32 state).
 
     Images come back as uint8 (n_obs_steps, H, W, 3) arrays, state as float32
     (n_obs_steps, state_dim). Nothing is copied unless a dtype conversion is needed.

@@ -1,0 +1,146 @@
+"""
+Observation encoders: ResNet-18-GroupNorm or a small CNN per camera, an MLP for joints.
+
+Image pipeline (robomimic / Diffusion Policy style): uint8 HWC -> float [-1, 1] CHW, random crop
+in training and center crop at inference, conv trunk, spatial-softmax keypoints, linear head.
+"""
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .config import PolicyConfig
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """Build a GroupNorm with 16 channels per group (BatchNorm breaks with EMA and batch 1)."""
+    return nn.GroupNorm(max(1, channels // 16), channels)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block with GroupNorm."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.norm1 = group_norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.norm2 = group_norm(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), group_norm(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return F.relu(y + self.shortcut(x))
+
+
+class ResNet18GN(nn.Module):
+    """ResNet-18 trunk (no pooling / fc) with GroupNorm; output stride 32, 512 channels."""
+
+    out_channels = 512
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False), group_norm(64), nn.ReLU(),
+            nn.MaxPool2d(3, 2, 1))
+        layers = []
+        c_in = 64
+        for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)]
+            c_in = c_out
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(x))
+
+
+class SmallCNN(nn.Module):
+    """Four-conv trunk for CPU-sized models; output stride 8, 64 channels."""
+
+    out_channels = 64
+
+    def __init__(self):
+        super().__init__()
+        chans = (3, 32, 32, 64, 64)
+        strides = (2, 2, 2, 1)
+        blocks = []
+        for c_in, c_out, stride in zip(chans[:-1], chans[1:], strides):
+            blocks += [nn.Conv2d(c_in, c_out, 3, stride, 1), group_norm(c_out), nn.ReLU()]
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SpatialSoftmax(nn.Module):
+    """Per-keypoint softmax over the feature map; returns expected (x, y) per keypoint."""
+
+    def __init__(self, in_channels: int, num_keypoints: int = 32):
+        super().__init__()
+        self.keypoints = nn.Conv2d(in_channels, num_keypoints, 1)
+        self.num_keypoints = num_keypoints
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = features.shape
+        logits = self.keypoints(features).flatten(2)  # (B, K, H*W)
+        attention = logits.softmax(dim=-1)
+        ys = torch.linspace(-1.0, 1.0, h, device=features.device, dtype=features.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=features.device, dtype=features.dtype)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+        grid = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=-1)  # (H*W, 2)
+        return (attention @ grid).reshape(b, 2 * self.num_keypoints)  # (B, 2K)
+
+
+class ImageEncoder(nn.Module):
+    """One camera: crop, trunk, spatial softmax, projection to ``image_feature_dim``."""
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.crop_shape = config.crop_shape
+        self.trunk = ResNet18GN() if config.encoder == 'resnet18_gn' else SmallCNN()
+        self.pool = SpatialSoftmax(self.trunk.out_channels)
+        self.proj = nn.Linear(2 * self.pool.num_keypoints, config.image_feature_dim)
+
+    def crop(self, images: torch.Tensor) -> torch.Tensor:
+        """Crop randomly in training (one offset per image), centrally at inference."""
+        if self.crop_shape is None:
+            return images
+        ch, cw = self.crop_shape
+        _, _, h, w = images.shape
+        if not self.training:
+            top, left = (h - ch) // 2, (w - cw) // 2
+            return images[:, :, top:top + ch, left:left + cw]
+        tops = torch.randint(0, h - ch + 1, (images.shape[0],)).tolist()
+        lefts = torch.randint(0, w - cw + 1, (images.shape[0],)).tolist()
+        return torch.stack([img[:, t:t + ch, s:s + cw]
+                            for img, t, s in zip(images, tops, lefts)])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) float in [-1, 1] -> (N, image_feature_dim)."""
+        return self.proj(self.pool(self.trunk(self.crop(images))))
+
+
+class ObservationEncoder(nn.Module):
+    """All cameras plus joint state at every observation step -> one token per step."""
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.camera_names = config.camera_names
+        self.cameras = nn.ModuleDict({name: ImageEncoder(config) for name in config.camera_names})
+        self.state_mlp = nn.Sequential(
+            nn.Linear(config.state_dim, 64), nn.Mish(), nn.Linear(64, 64))
+        self.feature_dim = config.image_feature_dim * len(config.camera_names) + 64
+
+    def forward(self, images: dict[str, torch.Tensor], state: torch.Tensor) -> torch.Tensor:
+        """Images: camera -> uint8 (B, T, 3, H, W); state normalized (B, T, D) -> (B, T, F)."""
+        b, t = state.shape[:2]
+        features = []
+        for name in self.camera_names:
+            frames = images[name].flatten(0, 1).float() / 127.5 - 1.0  # (B*T, 3, H, W)
+            features.append(self.cameras[name](frames).view(b, t, -1))
+        features.append(self.state_mlp(state))
+        return torch.cat(features, dim=-1)

@@ -1,0 +1,58 @@
+"""
+Dense sampling: every branch computed at every denoising step.
+
+The sparse sampler uses the same primitives in the same order, so with all decisions set to
+compute it reproduces these actions bit for bit.
+"""
+
+import torch
+
+from .model import ACTION, DiffusionPolicy
+from .scheduler import NoiseScheduler
+
+
+class SamplingNoise:
+    """All randomness of one call, drawn up front from a CPU generator (device independent)."""
+
+    def __init__(self, initial: torch.Tensor, per_step: torch.Tensor | None):
+        self.initial = initial  # (B, T, Da)
+        self.per_step = per_step  # (K, B, T, Da) or None for deterministic schedulers
+
+    @classmethod
+    def draw(cls, scheduler: NoiseScheduler, shape: tuple[int, ...], device: torch.device,
+             generator: torch.Generator | None = None) -> 'SamplingNoise':
+        """Draw initial noise and, for DDPM, one noise tensor per step."""
+        initial = torch.randn(shape, generator=generator)
+        per_step = None
+        if scheduler.needs_noise:
+            per_step = torch.randn((scheduler.num_inference_steps, *shape), generator=generator)
+            per_step = per_step.to(device, non_blocking=True)
+        return cls(initial.to(device, non_blocking=True), per_step)
+
+    def at(self, k: int) -> torch.Tensor | None:
+        """Noise injected after denoising step k."""
+        return None if self.per_step is None else self.per_step[k]
+
+
+def condition_all_steps(model: DiffusionPolicy, obs_tokens: torch.Tensor,
+                        scheduler: NoiseScheduler) -> torch.Tensor:
+    """Conditioning memory for every denoising step in one batch: (K, B, L, E)."""
+    k = scheduler.num_inference_steps
+    b = obs_tokens.shape[0]
+    timesteps = scheduler.timesteps.to(obs_tokens.device).repeat_interleave(b)  # (K*B,)
+    tokens = obs_tokens.repeat(k, 1, 1)  # (K*B, n_obs, F)
+    memory = model.transformer.condition(tokens, timesteps)
+    return memory.view(k, b, *memory.shape[1:])
+
+
+def sample_dense(model: DiffusionPolicy, memory: torch.Tensor, scheduler: NoiseScheduler,
+                 noise: SamplingNoise) -> torch.Tensor:
+    """Run all K steps densely; returns unnormalized actions (B, T, Da)."""
+    net = model.transformer
+    x = noise.initial
+    for k in range(scheduler.num_inference_steps):
+        h = net.embed_actions(x)
+        for index in range(len(net.branches)):
+            h = h + net.branch(index, h, memory[k])
+        x = scheduler.step(k, net.output(h), x, noise.at(k))
+    return model.normalizer.unnormalize(ACTION, x)

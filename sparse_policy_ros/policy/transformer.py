@@ -1,0 +1,179 @@
+"""
+The Diffusion Policy transformer (Chi et al.) with every residual branch addressable by index.
+
+Each decoder layer is pre-norm with three residual branches, and the decoder is a flat list of
+them: branch ``3 * layer + kind`` with kind in (SELF_ATTN, CROSS_ATTN, MLP). A branch maps the
+residual stream ``h`` (B, T, E) to the delta that is added to it; the sparse sampler either calls
+the branch or adds a cached delta instead, so skipped work is really skipped.
+"""
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .config import PolicyConfig
+
+SELF_ATTN = 0
+CROSS_ATTN = 1
+MLP = 2
+BRANCH_KINDS = ('self_attn', 'cross_attn', 'mlp')
+
+
+def branch_index(layer: int, kind: int) -> int:
+    """Flat index of ``kind`` in decoder layer ``layer``."""
+    return 3 * layer + kind
+
+
+def branch_name(index: int) -> str:
+    """Readable name, e.g. ``layer3.cross_attn``."""
+    return f'layer{index // 3}.{BRANCH_KINDS[index % 3]}'
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    """Diffusion timestep -> sinusoidal features of width ``dim``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        half = dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half) / (half - 1))
+        self.register_buffer('freqs', freqs, persistent=False)
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        args = timesteps.float()[:, None] * self.freqs[None, :]
+        return torch.cat([args.sin(), args.cos()], dim=-1)  # (N, dim)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate q / kv inputs and a boolean mask (True = attend)."""
+
+    def __init__(self, n_emb: int, n_head: int, p_drop: float):
+        super().__init__()
+        self.n_head = n_head
+        self.q = nn.Linear(n_emb, n_emb)
+        self.kv = nn.Linear(n_emb, 2 * n_emb)
+        self.out = nn.Linear(n_emb, n_emb)
+        self.p_drop = p_drop
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, e = x.shape
+        s = context.shape[1]
+        h = self.n_head
+        q = self.q(x).view(b, t, h, e // h).transpose(1, 2)  # (B, h, T, e/h)
+        k, v = self.kv(context).view(b, s, 2, h, e // h).permute(2, 0, 3, 1, 4)  # (B, h, S, e/h)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.p_drop if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(b, t, e))  # (B, T, E)
+
+
+class SelfAttentionBranch(nn.Module):
+    """LayerNorm then causal self-attention over the action horizon."""
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.n_emb)
+        self.attn = Attention(config.n_emb, config.n_head, config.p_drop_attn)
+        self.drop = nn.Dropout(config.p_drop_attn)
+        mask = torch.tril(torch.ones(config.horizon, config.horizon, dtype=torch.bool))
+        self.register_buffer('mask', mask, persistent=False)
+
+    def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        y = self.norm(h)
+        t = h.shape[1]
+        return self.drop(self.attn(y, y, self.mask[:t, :t]))
+
+
+class CrossAttentionBranch(nn.Module):
+    """LayerNorm then attention to [time token, observation tokens]."""
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.n_emb)
+        self.attn = Attention(config.n_emb, config.n_head, config.p_drop_attn)
+        self.drop = nn.Dropout(config.p_drop_attn)
+        # Action t sees memory token s when t >= s - 1 (time token and first obs always).
+        t_idx = torch.arange(config.horizon)[:, None]
+        s_idx = torch.arange(config.memory_len)[None, :]
+        self.register_buffer('mask', t_idx >= s_idx - 1, persistent=False)
+
+    def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        t = h.shape[1]
+        return self.drop(self.attn(self.norm(h), memory, self.mask[:t]))
+
+
+class MLPBranch(nn.Module):
+    """LayerNorm then Linear-GELU-Linear."""
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.n_emb)
+        self.fc1 = nn.Linear(config.n_emb, config.mlp_ratio * config.n_emb)
+        self.fc2 = nn.Linear(config.mlp_ratio * config.n_emb, config.n_emb)
+        self.drop = nn.Dropout(config.p_drop_attn)
+
+    def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(F.gelu(self.fc1(self.norm(h)))))
+
+
+BRANCH_CLASSES = (SelfAttentionBranch, CrossAttentionBranch, MLPBranch)
+
+
+class DiffusionTransformer(nn.Module):
+    """Noise-prediction transformer: noisy actions + conditioning memory -> epsilon."""
+
+    def __init__(self, config: PolicyConfig, obs_feature_dim: int):
+        super().__init__()
+        e = config.n_emb
+        self.config = config
+        self.input_emb = nn.Linear(config.action_dim, e)
+        self.pos_emb = nn.Parameter(torch.zeros(1, config.horizon, e))
+        self.drop = nn.Dropout(config.p_drop_emb)
+        self.time_emb = SinusoidalTimeEmbedding(e)
+        self.cond_obs_emb = nn.Linear(obs_feature_dim, e)
+        self.cond_pos_emb = nn.Parameter(torch.zeros(1, config.memory_len, e))
+        self.cond_encoder = nn.Sequential(nn.Linear(e, 4 * e), nn.Mish(), nn.Linear(4 * e, e))
+        self.branches = nn.ModuleList(
+            BRANCH_CLASSES[kind](config)
+            for _ in range(config.n_layer) for kind in range(3))
+        self.ln_f = nn.LayerNorm(e)
+        self.head = nn.Linear(e, config.action_dim)
+        self.apply(self._init_weights)
+        nn.init.normal_(self.pos_emb, std=0.02)
+        nn.init.normal_(self.cond_pos_emb, std=0.02)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def condition(self, obs_tokens: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Conditioning memory: obs tokens (N, n_obs, F) + timesteps (N,) -> (N, L, E)."""
+        time_token = self.time_emb(timesteps)[:, None, :]  # (N, 1, E)
+        tokens = torch.cat([time_token, self.cond_obs_emb(obs_tokens)], dim=1)  # (N, L, E)
+        return self.cond_encoder(self.drop(tokens + self.cond_pos_emb))
+
+    def embed_actions(self, x: torch.Tensor) -> torch.Tensor:
+        """Noisy normalized actions (B, T, Da) -> residual stream (B, T, E)."""
+        t = x.shape[1]
+        return self.drop(self.input_emb(x) + self.pos_emb[:, :t])
+
+    def branch(self, index: int, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Residual delta of branch ``index`` for stream ``h`` (B, T, E)."""
+        return self.branches[index](h, memory)
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """Residual stream -> predicted noise (B, T, Da)."""
+        return self.head(self.ln_f(h))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Dense forward: every branch computed. x (B, T, Da), memory (B, L, E)."""
+        h = self.embed_actions(x)
+        for index in range(len(self.branches)):
+            h = h + self.branch(index, h, memory)
+        return self.output(h)

@@ -1,0 +1,59 @@
+"""RolloutCache: computed branch outputs per (denoising step, branch), kept across calls."""
+
+import torch
+
+
+class RolloutCache:
+    """
+    Preallocated store of branch deltas ``[K, n_branches, B, T, E]`` on the policy's device.
+
+    Only computed values are written (a reused value never overwrites the entry it came from).
+    The cache invalidates itself when steps, branches, batch, horizon, width, dtype or device
+    change, so a stale entry is never read: the call after an invalidation is dense.
+    """
+
+    def __init__(self):
+        self._store: torch.Tensor | None = None
+        self._filled: torch.Tensor | None = None  # (K, nb) bool, on CPU
+        self._key: tuple | None = None
+        self.invalidations = 0
+
+    def reset(self) -> None:
+        """Forget every entry and free the memory."""
+        self._store = None
+        self._filled = None
+        self._key = None
+
+    def prepare(self, steps: int, n_branches: int, shape: tuple[int, int, int],
+                dtype: torch.dtype, device: torch.device) -> bool:
+        """Make room for a call; returns True when every entry is present for rollout reuse."""
+        key = (steps, n_branches, tuple(shape), dtype, torch.device(device))
+        if key != self._key:
+            if self._key is not None:
+                self.invalidations += 1
+            self._store = torch.zeros((steps, n_branches, *shape), dtype=dtype, device=device)
+            self._filled = torch.zeros((steps, n_branches), dtype=torch.bool)
+            self._key = key
+            return False
+        return bool(self._filled.all())
+
+    def store(self, step: int, branch: int, value: torch.Tensor) -> None:
+        """Copy a freshly computed branch output into its slot."""
+        self._store[step, branch].copy_(value)
+        self._filled[step, branch] = True
+
+    def rollout(self, step: int, branch: int) -> torch.Tensor:
+        """Return this branch's value at this step when last computed (a view; do not modify)."""
+        if not self._filled[step, branch]:
+            raise RuntimeError(f'rollout cache has no entry for step {step}, branch {branch}')
+        return self._store[step, branch]
+
+    @property
+    def ready(self) -> bool:
+        """Whether every (step, branch) entry holds a computed value."""
+        return self._filled is not None and bool(self._filled.all())
+
+    @property
+    def nbytes(self) -> int:
+        """Device memory held by the store."""
+        return 0 if self._store is None else self._store.numel() * self._store.element_size()

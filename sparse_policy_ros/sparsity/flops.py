@@ -1,0 +1,34 @@
+"""FLOP accounting with torch.utils.flop_counter.FlopCounterMode on the executed path."""
+
+from typing import Any, Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .decisions import Decision
+from ..policy.model import DiffusionPolicy
+
+
+def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
+    """Run ``fn`` under FlopCounterMode (this thread only); return (result, total FLOPs)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        result = fn(*args, **kwargs)
+    return result, int(counter.get_total_flops())
+
+
+@torch.inference_mode()
+def branch_flop_table(model: DiffusionPolicy, batch: int = 1) -> list[int]:
+    """Measure the FLOPs of one call of each branch for a (batch, horizon, E) stream, measured."""
+    config = model.config
+    device = next(model.parameters()).device
+    h = torch.zeros(batch, config.horizon, config.n_emb, device=device)
+    memory = torch.zeros(batch, config.memory_len, config.n_emb, device=device)
+    net = model.transformer
+    return [count_flops(net.branch, i, h, memory)[1] for i in range(len(net.branches))]
+
+
+def skipped_flops(decisions: torch.Tensor, table: list[int]) -> int:
+    """Count the FLOPs the reused entries of ``decisions`` skip, by the per-branch table."""
+    reused = (decisions != Decision.COMPUTE).long().sum(dim=0)  # (nb,) reuse count per branch
+    return int(sum(int(n) * flops for n, flops in zip(reused.tolist(), table)))

@@ -1,0 +1,225 @@
+"""
+The pruner: decisions for every (denoising step, branch) from the conditioning memory.
+
+It runs in one batched forward over all steps, concurrently with denoising step 0.
+
+Architecture: one learned query per branch; one pre-norm transformer layer in which the
+queries attend to each other and to that step's memory tokens (time token + observation
+tokens, i.e. the output of the policy's conditioning encoder, shared, never recomputed); a
+linear head gives 4 logits (one per Decision) per (step, branch).
+"""
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+import math
+from pathlib import Path
+import time
+
+from safetensors.torch import load_file
+import torch
+from torch import nn
+
+from .decisions import Decision, make_executable, N_DECISIONS
+from ..policy.checkpoint import load_state_strict, read_json, write_json, write_safetensors
+from ..policy.transformer import Attention
+
+PRUNER_CONFIG_FILE = 'pruner.json'
+PRUNER_WEIGHTS_FILE = 'pruner.safetensors'
+
+
+@dataclass
+class PrunerConfig:
+    """Shape of a pruner; stored in pruner.json next to the policy."""
+
+    n_branches: int = 24  # prunable branches of the policy (3 per decoder layer)
+    cond_dim: int = 256  # width of the policy's conditioning memory
+    d_model: int = 256  # pruner width
+    n_head: int = 4  # attention heads
+    mlp_ratio: int = 4  # MLP hidden = mlp_ratio * d_model
+
+    def __post_init__(self):
+        for name in ('n_branches', 'cond_dim', 'd_model', 'n_head', 'mlp_ratio'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f'pruner {name} must be a positive int, got {value!r}')
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f'pruner d_model ({self.d_model}) must be divisible by n_head ({self.n_head})')
+
+
+class Pruner(nn.Module):
+    """Memory (K, B, L, E) -> logits (K, B, n_branches, N_DECISIONS)."""
+
+    def __init__(self, config: PrunerConfig):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.queries = nn.Parameter(torch.randn(config.n_branches, d) * 0.02)
+        self.memory_proj = nn.Linear(config.cond_dim, d)
+        self.norm_self = nn.LayerNorm(d)
+        self.self_attn = Attention(d, config.n_head, 0.0)
+        self.norm_cross = nn.LayerNorm(d)
+        self.cross_attn = Attention(d, config.n_head, 0.0)
+        self.norm_mlp = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, config.mlp_ratio * d), nn.GELU(),
+                                 nn.Linear(config.mlp_ratio * d, d))
+        self.norm_out = nn.LayerNorm(d)
+        self.head = nn.Linear(d, N_DECISIONS)
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():
+            # Start out preferring COMPUTE: an untrained pruner is (nearly) dense.
+            self.head.bias.copy_(torch.tensor([2.0, 0.0, 0.0, 0.0]))
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        k, b, length, e = memory.shape
+        ctx = self.memory_proj(memory.reshape(k * b, length, e))  # (K*B, L, d)
+        q = self.queries.expand(k * b, -1, -1)  # (K*B, nb, d)
+        y = self.norm_self(q)
+        q = q + self.self_attn(y, y, None)
+        q = q + self.cross_attn(self.norm_cross(q), ctx, None)
+        q = q + self.mlp(self.norm_mlp(q))
+        logits = self.head(self.norm_out(q))  # (K*B, nb, 4)
+        return logits.view(k, b, self.config.n_branches, N_DECISIONS)
+
+
+def decide(logits: torch.Tensor, target_sparsity: float | None = None) -> torch.Tensor:
+    """
+    Logits (K, B, nb, 4) -> decisions (K, nb) int8 on the logits' device.
+
+    Without a target, each entry takes its argmax. With a target sparsity s, exactly
+    round((1 - s) * K * nb) entries are computed (step 0 always): those whose COMPUTE logit
+    beats their best reuse logit by the largest margin; the rest take their best reuse option.
+    The batch is pooled by averaging logits (one schedule per batch).
+    """
+    pooled = logits.float().mean(dim=1)  # (K, nb, 4)
+    if target_sparsity is None:
+        decisions = pooled.argmax(dim=-1)
+    else:
+        if not 0.0 <= target_sparsity < 1.0:
+            raise ValueError(f'target_sparsity must be in [0, 1), got {target_sparsity}')
+        k, nb, _ = pooled.shape
+        best_reuse = pooled[..., 1:].argmax(dim=-1) + 1
+        margin = pooled[..., 0] - pooled[..., 1:].max(dim=-1).values
+        margin[0] = math.inf  # step 0 always computed
+        n_compute = max(nb, min(k * nb, round((1.0 - target_sparsity) * k * nb)))
+        chosen = torch.topk(margin.flatten(), n_compute).indices
+        compute = torch.zeros(k * nb, dtype=torch.bool, device=pooled.device)
+        compute[chosen] = True
+        decisions = torch.where(compute.view(k, nb), torch.zeros_like(best_reuse), best_reuse)
+    decisions = decisions.to(torch.int8)
+    decisions[0] = int(Decision.COMPUTE)
+    return decisions
+
+
+class PrunerResult:
+    """Handle on a (possibly still running) pruner call; ``result()`` gives CPU decisions."""
+
+    def __init__(self, future: Future | None = None, event: 'torch.cuda.Event | None' = None,
+                 host: torch.Tensor | None = None, rollout_available: bool = True):
+        self._future = future
+        self._event = event
+        self._host = host
+        self._rollout_available = rollout_available
+        self.run_ms = 0.0  # pruner's own time (CPU thread) or launch time (CUDA)
+        self.wait_ms = 0.0  # time the denoising loop waited for it
+        self._decisions: torch.Tensor | None = None
+
+    def result(self) -> torch.Tensor:
+        """Block until the decisions exist; returns an executable CPU int8 tensor."""
+        if self._decisions is None:
+            start = time.perf_counter()
+            if self._future is not None:
+                raw, self.run_ms = self._future.result()
+            else:
+                self._event.synchronize()
+                raw = self._host
+            self.wait_ms = (time.perf_counter() - start) * 1e3
+            self._decisions = make_executable(raw, self._rollout_available)
+        return self._decisions
+
+
+class AsyncPrunerRunner:
+    """
+    Runs the pruner off the critical path: a worker thread on CPU, a side stream on CUDA.
+
+    CUDA ordering: the side stream waits for an event recorded on the main stream after the
+    memory was produced; the memory tensor is marked as used by the side stream so the caching
+    allocator cannot hand its storage out before the pruner is done; decisions are copied to
+    pinned host memory on the side stream and an event recorded after the copy is what
+    ``result()`` waits on.
+    """
+
+    def __init__(self, pruner: Pruner, device: torch.device):
+        self.pruner = pruner
+        self.device = torch.device(device)
+        self._executor: ThreadPoolExecutor | None = None
+        self._stream = None
+        if self.device.type == 'cuda':
+            self._stream = torch.cuda.Stream(device=self.device)
+        else:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix='pruner')
+
+    def _run_sync(self, memory: torch.Tensor,
+                  target_sparsity: float | None) -> tuple[torch.Tensor, float]:
+        start = time.perf_counter()
+        with torch.inference_mode():  # inference mode is thread-local: enter it here too
+            decisions = decide(self.pruner(memory), target_sparsity).cpu()
+        return decisions, (time.perf_counter() - start) * 1e3
+
+    def run_sync(self, memory: torch.Tensor, target_sparsity: float | None,
+                 rollout_available: bool = True) -> PrunerResult:
+        """Run the pruner on this thread: the reference path, also used when counting FLOPs."""
+        done: Future = Future()
+        done.set_result(self._run_sync(memory, target_sparsity))
+        return PrunerResult(future=done, rollout_available=rollout_available)
+
+    def launch(self, memory: torch.Tensor, target_sparsity: float | None,
+               rollout_available: bool = True) -> PrunerResult:
+        """Start the pruner and return at once."""
+        if self._stream is None:
+            future = self._executor.submit(self._run_sync, memory, target_sparsity)
+            return PrunerResult(future=future, rollout_available=rollout_available)
+        start = time.perf_counter()
+        main = torch.cuda.current_stream(self.device)
+        ready = torch.cuda.Event()
+        ready.record(main)
+        with torch.cuda.stream(self._stream):
+            self._stream.wait_event(ready)
+            memory.record_stream(self._stream)
+            decisions = decide(self.pruner(memory), target_sparsity)
+            host = torch.empty(decisions.shape, dtype=decisions.dtype, pin_memory=True)
+            host.copy_(decisions, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        result = PrunerResult(event=done, host=host, rollout_available=rollout_available)
+        result.run_ms = (time.perf_counter() - start) * 1e3
+        return result
+
+    def close(self) -> None:
+        """Stop the worker thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+def save_pruner(pruner: Pruner, folder: str | Path, record: dict | None = None) -> None:
+    """Write pruner.json (config + training record) and pruner.safetensors into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(folder / PRUNER_WEIGHTS_FILE, pruner.state_dict())
+    write_json(folder / PRUNER_CONFIG_FILE, {'pruner': asdict(pruner.config),
+                                             'training': record or {}})
+
+
+def load_pruner(folder: str | Path, map_location: str = 'cpu') -> tuple[Pruner, dict]:
+    """Read a pruner saved by :func:`save_pruner`; returns (pruner, training record)."""
+    folder = Path(folder)
+    for name in (PRUNER_CONFIG_FILE, PRUNER_WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f'{folder} has no {name}: no pruner was trained for it')
+    data = read_json(folder / PRUNER_CONFIG_FILE)
+    pruner = Pruner(PrunerConfig(**data['pruner']))
+    load_state_strict(pruner, load_file(str(folder / PRUNER_WEIGHTS_FILE), device=map_location),
+                      str(folder / PRUNER_WEIGHTS_FILE))
+    pruner.eval()
+    return pruner, data.get('training', {})

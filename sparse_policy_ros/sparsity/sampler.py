@@ -1,0 +1,57 @@
+"""The one sparse sampler: executes any decisions tensor, skipping every reused branch."""
+
+from typing import Callable
+
+import torch
+
+from .cache import RolloutCache
+from .decisions import BRANCHES_PER_LAYER, Decision
+from ..policy.model import ACTION, DiffusionPolicy
+from ..policy.sampler import SamplingNoise
+from ..policy.scheduler import NoiseScheduler
+
+COMPUTE = int(Decision.COMPUTE)
+REUSE_BLOCK = int(Decision.REUSE_BLOCK)
+REUSE_STEP = int(Decision.REUSE_STEP)
+
+
+def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: NoiseScheduler,
+                  noise: SamplingNoise, cache: RolloutCache,
+                  get_decisions: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """
+    Denoise with per-(step, branch) reuse; returns unnormalized actions (B, T, Da).
+
+    ``get_decisions`` is called once, after step 0 (which is always computed), so a pruner can
+    run concurrently with step 0. It must return an executable CPU tensor (see
+    ``decisions.make_executable``). With all-COMPUTE decisions the arithmetic is exactly that
+    of ``policy.sampler.sample_dense``.
+    """
+    net = model.transformer
+    n_branches = len(net.branches)
+    x = noise.initial
+    step_latest: list[torch.Tensor | None] = [None] * n_branches
+    rows: list[list[int]] | None = None
+    for k in range(scheduler.num_inference_steps):
+        if k == 1:
+            rows = get_decisions().tolist()
+        row = rows[k] if rows is not None else [COMPUTE] * n_branches
+        mem_k = memory[k]
+        h = net.embed_actions(x)
+        latest_of_kind: list[torch.Tensor | None] = [None] * BRANCHES_PER_LAYER
+        for i, decision in enumerate(row):
+            if decision == COMPUTE:
+                delta = net.branch(i, h, mem_k)
+                step_latest[i] = delta
+                latest_of_kind[i % BRANCHES_PER_LAYER] = delta
+                cache.store(k, i, delta)
+            elif decision == REUSE_STEP:
+                delta = step_latest[i]
+            elif decision == REUSE_BLOCK:
+                delta = latest_of_kind[i % BRANCHES_PER_LAYER]
+            else:
+                delta = cache.rollout(k, i)
+            h = h + delta
+        x = scheduler.step(k, net.output(h), x, noise.at(k))
+    if scheduler.num_inference_steps == 1:
+        get_decisions()
+    return model.normalizer.unnormalize(ACTION, x)

@@ -1,0 +1,71 @@
+"""Static (observation-independent) baselines, run by the same sparse sampler as the pruner."""
+
+import math
+
+import torch
+
+from .decisions import Decision, DECISION_DTYPE, dense_decisions
+
+STATIC_SCHEDULES = ('dense', 'fora', 'fixed')
+
+
+def fora_schedule(steps: int, n_branches: int, target_sparsity: float) -> torch.Tensor:
+    """
+    FORA-style: recompute every branch every N steps, reuse the previous step otherwise.
+
+    N = round(1 / (1 - s)), so the achieved sparsity is close to, not exactly, the target.
+    """
+    _check_target(target_sparsity)
+    interval = max(1, round(1.0 / (1.0 - target_sparsity)))
+    decisions = torch.full((steps, n_branches), int(Decision.REUSE_STEP), dtype=DECISION_DTYPE)
+    decisions[::interval] = int(Decision.COMPUTE)
+    return decisions
+
+
+def fixed_schedule(steps: int, n_branches: int, target_sparsity: float) -> torch.Tensor:
+    """
+    Staggered refresh at exactly round((1 - s) * K * nb) computed entries.
+
+    Step 0 is computed; the remaining budget is shared evenly between branches and each
+    branch's refreshes are spread evenly over steps 1..K-1 with a per-branch phase, so work is
+    level across steps. Everything else reuses the previous step.
+    """
+    _check_target(target_sparsity)
+    decisions = torch.full((steps, n_branches), int(Decision.REUSE_STEP), dtype=DECISION_DTYPE)
+    decisions[0] = int(Decision.COMPUTE)
+    total = min(steps * n_branches, max(n_branches, round((1.0 - target_sparsity)
+                                                          * steps * n_branches)))
+    remaining = total - n_branches
+    span = steps - 1
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    for branch in range(n_branches):
+        count = remaining // n_branches + (1 if branch < remaining % n_branches else 0)
+        phase = (branch * golden) % 1.0
+        for j in range(count):
+            decisions[1 + int((j + phase) * span / count), branch] = int(Decision.COMPUTE)
+    return decisions
+
+
+def static_schedule(name: str, steps: int, n_branches: int,
+                    target_sparsity: float | None) -> torch.Tensor:
+    """Build a named static schedule (see STATIC_SCHEDULES)."""
+    if name == 'dense':
+        return dense_decisions(steps, n_branches)
+    if target_sparsity is None:
+        raise ValueError(f'static schedule {name!r} needs a target_sparsity, got None')
+    if name == 'fora':
+        return fora_schedule(steps, n_branches, target_sparsity)
+    if name == 'fixed':
+        return fixed_schedule(steps, n_branches, target_sparsity)
+    raise ValueError(f'static schedule must be one of {list(STATIC_SCHEDULES)}, got {name!r}')
+
+
+def ddim_steps_for(steps: int, target_sparsity: float) -> int:
+    """Denoising steps of the fewer-step DDIM baseline that does (1 - s) of the work."""
+    _check_target(target_sparsity)
+    return max(1, round(steps * (1.0 - target_sparsity)))
+
+
+def _check_target(target_sparsity: float) -> None:
+    if not 0.0 <= target_sparsity < 1.0:
+        raise ValueError(f'target_sparsity must be in [0, 1), got {target_sparsity}')

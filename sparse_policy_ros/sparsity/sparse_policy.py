@@ -1,0 +1,271 @@
+"""
+SparsePolicy: the stateful, device-resident API that the ROS node (and eval, bench) call.
+
+One ``predict`` (DESIGN.md data flow):
+  1. validate and normalize the observation, encode it once            -> obs tokens
+  2. conditioning memory for all K steps in one batch                   -> memory [K]
+  3. pruner launched asynchronously (thread on CPU, side stream on CUDA)
+  4. step 0 computed densely meanwhile; then steps 1..K-1 follow the decisions, reading and
+     writing the RolloutCache, which persists across calls
+  5. unnormalize                                                         -> ActionChunk
+"""
+
+from dataclasses import dataclass, field
+import logging
+import os
+from pathlib import Path
+import time
+
+import numpy as np
+import torch
+
+from .cache import RolloutCache
+from .decisions import dense_decisions, make_executable, sparsity_of
+from .flops import count_flops
+from .pruner import AsyncPrunerRunner, load_pruner, Pruner, PrunerConfig, PrunerResult
+from .sampler import sample_sparse
+from .schedules import ddim_steps_for, static_schedule
+from ..policy.checkpoint import load_policy
+from ..policy.config import PolicyConfig
+from ..policy.model import DiffusionPolicy
+from ..policy.observation import OBS_IMAGES, OBS_STATE, validate_observation
+from ..policy.sampler import condition_all_steps, SamplingNoise
+from ..policy.scheduler import NoiseScheduler
+
+logger = logging.getLogger(__name__)
+
+MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim')
+
+
+@dataclass
+class PredictStats:
+    """Timing and work of one predict call (milliseconds, FLOPs, bytes)."""
+
+    encode_ms: float = 0.0  # observation encoding + conditioning for all steps
+    pruner_ms: float = 0.0  # time the denoising loop waited for the pruner (0 when overlapped)
+    pruner_run_ms: float = 0.0  # the pruner's own run time (off the critical path)
+    denoise_ms: float = 0.0  # all denoising steps
+    total_ms: float = 0.0  # validate to unnormalized actions
+    sparsity: float = 0.0  # fraction of (step, branch) entries reused in this call
+    flops: int | None = None  # FlopCounterMode total when counting was requested
+    cache_bytes: int = 0  # rollout cache memory
+    dense_call: bool = True  # True when every branch was computed (first call, dense mode)
+    decisions: torch.Tensor | None = field(default=None, repr=False)  # executed [K, nb]
+
+
+@dataclass
+class ActionChunk:
+    """Predicted joint position targets for the whole horizon plus how they were made."""
+
+    actions: np.ndarray  # (horizon, action_dim) float32
+    n_obs_steps: int
+    n_action_steps: int
+    stats: PredictStats
+
+    @property
+    def executable(self) -> np.ndarray:
+        """Actions to execute: the first answers the newest observation."""
+        start = self.n_obs_steps - 1
+        return self.actions[start:start + self.n_action_steps]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+    if device != 'cpu' and not device.startswith('cuda'):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return torch.device(device)
+
+
+class SparsePolicy:
+    """Stateful wrapper: model + pruner + rollout cache on one device."""
+
+    def __init__(self, model: DiffusionPolicy, pruner: Pruner | None = None, mode: str = 'pruner',
+                 target_sparsity: float | None = None, num_inference_steps: int | None = None,
+                 device: str | torch.device = 'auto', warmup: bool = True, seed: int = 0):
+        if mode not in MODES:
+            raise ValueError(f'mode must be one of {list(MODES)}, got {mode!r}')
+        if mode == 'pruner' and pruner is None:
+            raise ValueError("mode 'pruner' needs a trained pruner (pruner.safetensors), got none")
+        if mode in ('fora', 'fixed', 'ddim') and target_sparsity is None:
+            raise ValueError(f'mode {mode!r} needs target_sparsity, got None')
+        self.config: PolicyConfig = model.config
+        self.device = resolve_device(device)
+        self.mode = mode
+        self.target_sparsity = target_sparsity
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        steps = num_inference_steps or self.config.num_inference_steps
+        if mode == 'ddim':
+            self.scheduler = NoiseScheduler(self.config, ddim_steps_for(steps, target_sparsity),
+                                            kind='ddim')
+        else:
+            self.scheduler = NoiseScheduler(self.config, steps)
+        self.n_branches = self.config.n_branches
+        self.pruner = None
+        self._runner = None
+        if mode == 'pruner':
+            self.pruner = pruner.to(self.device).eval().requires_grad_(False)
+            self._runner = AsyncPrunerRunner(self.pruner, self.device)
+        self._static = None
+        if mode in ('dense', 'fora', 'fixed', 'ddim'):
+            name = mode if mode in ('fora', 'fixed') else 'dense'
+            self._static = static_schedule(name, self.scheduler.num_inference_steps,
+                                           self.n_branches, target_sparsity)
+        self.cache = RolloutCache()
+        self._generator = torch.Generator().manual_seed(seed)
+        self.calls = 0
+        if warmup:
+            self.warmup()
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str = 'auto', mode: str = 'pruner',
+                        target_sparsity: float | None = None,
+                        num_inference_steps: int | None = None, warmup: bool = True,
+                        seed: int = 0) -> 'SparsePolicy':
+        """Load a model folder (and its pruner when ``mode='pruner'``)."""
+        model = load_policy(path)
+        pruner = load_pruner(path)[0] if mode == 'pruner' else None
+        return cls(model, pruner, mode=mode, target_sparsity=target_sparsity,
+                   num_inference_steps=num_inference_steps, device=device, warmup=warmup,
+                   seed=seed)
+
+    @classmethod
+    def random_init(cls, config: PolicyConfig, device: str = 'cpu', mode: str = 'fixed',
+                    target_sparsity: float | None = 0.8, seed: int = 0,
+                    warmup: bool = True, state_range: float = np.pi) -> 'SparsePolicy':
+        """Random weights (for synthetic tests and demos without a trained model)."""
+        torch.manual_seed(seed)
+        model = DiffusionPolicy(config)
+        limits = {'min': np.full(config.state_dim, -state_range, np.float32),
+                  'max': np.full(config.state_dim, state_range, np.float32)}
+        model.normalizer.set_stats({
+            OBS_STATE: limits,
+            'action': {'min': np.full(config.action_dim, -state_range, np.float32),
+                       'max': np.full(config.action_dim, state_range, np.float32)}})
+        pruner = None
+        if mode == 'pruner':
+            pruner = Pruner(PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb,
+                                         d_model=config.n_emb, n_head=config.n_head))
+        return cls(model, pruner, mode=mode, target_sparsity=target_sparsity, device=device,
+                   warmup=warmup, seed=seed)
+
+    def reset(self) -> None:
+        """Forget the rollout cache: the next call is dense."""
+        self.cache.reset()
+
+    @property
+    def cache_bytes(self) -> int:
+        """Rollout cache memory in bytes."""
+        return self.cache.nbytes
+
+    def warmup(self) -> None:
+        """Run a dense and a sparse call on a blank observation, then reset."""
+        _, h, w = self.config.image_shape
+        t = self.config.n_obs_steps
+        blank = {OBS_IMAGES: {c: np.zeros((t, h, w, 3), np.uint8)
+                              for c in self.config.camera_names},
+                 OBS_STATE: np.zeros((t, self.config.state_dim), np.float32)}
+        for _ in range(2):
+            self.predict(blank)
+        self.reset()
+        self.calls = 0
+
+    def predict(self, observation: dict, generator: torch.Generator | None = None,
+                count_flops_: bool = False) -> ActionChunk:
+        """One policy call. Bad observations raise ValueError naming the field."""
+        images, state = validate_observation(observation, self.config)
+        if count_flops_:
+            chunk, flops = count_flops(self._predict, images, state, generator, True)
+            chunk.stats.flops = flops
+            return chunk
+        return self._predict(images, state, generator, False)
+
+    @torch.inference_mode()
+    def _predict(self, images: dict, state: np.ndarray, generator: torch.Generator | None,
+                 synchronous_pruner: bool) -> ActionChunk:
+        stats = PredictStats()
+        start = time.perf_counter()
+        image_t, state_t = self.model.observation_to_tensors(images, state, self.device)
+        obs_tokens = self.model.encode_observation(image_t, state_t)
+        memory = condition_all_steps(self.model, obs_tokens, self.scheduler)  # (K, 1, L, E)
+        self._sync()
+        encoded = time.perf_counter()
+        stats.encode_ms = (encoded - start) * 1e3
+        steps = self.scheduler.num_inference_steps
+        rollout_ok = self.cache.prepare(steps, self.n_branches,
+                                        (1, self.config.horizon, self.config.n_emb),
+                                        memory.dtype, self.device)
+        pending: PrunerResult | None = None
+        if self._runner is not None and rollout_ok:
+            launch = self._runner.run_sync if synchronous_pruner else self._runner.launch
+            pending = launch(memory, self.target_sparsity, rollout_ok)
+        executed: list[torch.Tensor] = []
+
+        def get_decisions() -> torch.Tensor:
+            if pending is not None:
+                decisions = pending.result()
+            else:
+                decisions = make_executable(self._planned_static(), rollout_ok)
+            executed.append(decisions)
+            return decisions
+
+        noise = SamplingNoise.draw(self.scheduler, (1, self.config.horizon,
+                                                    self.config.action_dim),
+                                   self.device, generator or self._generator)
+        actions = sample_sparse(self.model, memory, self.scheduler, noise, self.cache,
+                                get_decisions)
+        actions_np = actions[0].float().cpu().numpy()
+        end = time.perf_counter()
+        decisions = executed[0] if executed else make_executable(self._planned_static(), False)
+        if pending is not None:
+            stats.pruner_ms = pending.wait_ms
+            stats.pruner_run_ms = pending.run_ms
+        stats.denoise_ms = (end - encoded) * 1e3
+        stats.total_ms = (end - start) * 1e3
+        stats.sparsity = sparsity_of(decisions)
+        stats.dense_call = stats.sparsity == 0.0
+        stats.cache_bytes = self.cache.nbytes
+        stats.decisions = decisions
+        self.calls += 1
+        if not np.all(np.isfinite(actions_np)):
+            raise FloatingPointError(
+                f'policy produced non-finite actions at call {self.calls}; refusing to return')
+        return ActionChunk(actions_np, self.config.n_obs_steps, self.config.n_action_steps,
+                           stats)
+
+    def _planned_static(self) -> torch.Tensor:
+        if self._static is not None:
+            return self._static
+        return dense_decisions(self.scheduler.num_inference_steps, self.n_branches)
+
+    def _sync(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def close(self) -> None:
+        """Release the pruner thread, the cache and device memory."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+        self.cache.reset()
+        self.model = None
+        self.pruner = None
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+
+
+def default_model_path() -> Path:
+    """``models/default`` from the installed share directory, else from the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        share = Path(get_package_share_directory('sparse_policy_ros')) / 'models' / 'default'
+        if share.is_dir():
+            return share
+    except (ImportError, LookupError, ValueError):
+        pass
+    return Path(__file__).resolve().parents[2] / 'models' / 'default'
