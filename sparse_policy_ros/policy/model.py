@@ -41,6 +41,10 @@ class DiffusionPolicy(nn.Module):
                    for name in self.config.camera_names}  # (1, T, 3, H, W)
         return tensors, torch.from_numpy(state).to(device)[None]  # (1, T, D)
 
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Training loss of a batch (so DistributedDataParallel can wrap the policy)."""
+        return self.compute_loss(batch)
+
     def compute_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         """
         Epsilon-prediction MSE for a training batch.

@@ -1,0 +1,239 @@
+"""
+Dense policy training CLI: ``train-policy --dataset D --config C --out DIR [--resume]``.
+
+AdamW with linear warm-up and cosine decay, EMA weights (saved as the inference weights),
+validation loss on held-out episodes, tqdm progress, atomic periodic checkpoints, bf16 autocast
+on CUDA, and DistributedDataParallel when started by ``torchrun`` (gloo on CPU, NCCL on CUDA).
+"""
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+from pathlib import Path
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from .checkpointing import latest_checkpoint, load_training_state, save_training_state
+from .replay_buffer import ReplayBuffer
+from .sequence_dataset import compute_stats, SequenceDataset, split_episodes
+from .train_config import load_run_config, train_config_dict, TrainConfig
+from ..policy.checkpoint import save_policy
+from ..policy.config import PolicyConfig
+from ..policy.model import ACTION, DiffusionPolicy
+from ..policy.observation import OBS_IMAGES, OBS_STATE
+
+logger = logging.getLogger(__name__)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int,
+               config: TrainConfig) -> None:
+    """EMA of parameters with a warm-up decay; buffers are copied."""
+    decay = min(config.ema_max, max(0.0, 1.0 - (1.0 + step) ** -config.ema_power))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move a collated batch (nested dict of tensors) to ``device``."""
+    return {OBS_IMAGES: {k: v.to(device, non_blocking=True)
+                         for k, v in batch[OBS_IMAGES].items()},
+            OBS_STATE: batch[OBS_STATE].to(device, non_blocking=True),
+            ACTION: batch[ACTION].to(device, non_blocking=True)}
+
+
+def build_datasets(dataset: Path, policy_config: PolicyConfig,
+                   train_config: TrainConfig) -> tuple[SequenceDataset, SequenceDataset | None,
+                                                       dict, list[int], list[int]]:
+    """Split episodes, compute stats on the training split, build both datasets."""
+    buffer = ReplayBuffer.open(dataset, mode='r')
+    missing = sorted(set(policy_config.camera_names) - set(train_config.image_keys))
+    if missing:
+        raise ValueError(f'training image_keys {train_config.image_keys} lack cameras {missing} '
+                         f'named in the policy config {list(policy_config.camera_names)}')
+    train_idx, val_idx = split_episodes(buffer.n_episodes, train_config.val_ratio,
+                                        train_config.seed)
+    raw = compute_stats(buffer, [train_config.state_key, train_config.action_key], train_idx)
+    stats = {OBS_STATE: raw[train_config.state_key], ACTION: raw[train_config.action_key]}
+    kwargs = {'image_keys': {c: train_config.image_keys[c] for c in policy_config.camera_names},
+              'state_key': train_config.state_key, 'action_key': train_config.action_key,
+              'horizon': policy_config.horizon, 'n_obs_steps': policy_config.n_obs_steps,
+              'n_action_steps': policy_config.n_action_steps}
+    train_set = SequenceDataset(buffer, episode_indices=train_idx, **kwargs)
+    val_set = SequenceDataset(buffer, episode_indices=val_idx, **kwargs) if len(val_idx) else None
+    for name, array in ((OBS_STATE, train_set._state), (ACTION, train_set._action)):
+        expected = policy_config.state_dim if name == OBS_STATE else policy_config.action_dim
+        if array.shape[1] != expected:
+            raise ValueError(f'dataset {name} has {array.shape[1]} dims but the policy config '
+                             f'expects {expected}')
+    return train_set, val_set, stats, train_idx.tolist(), val_idx.tolist()
+
+
+@torch.no_grad()
+def validation_loss(model: DiffusionPolicy, loader: DataLoader, batches: int,
+                    device: torch.device, seed: int) -> float:
+    """Mean loss over the first ``batches`` validation batches with fixed noise."""
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    losses = []
+    for i, batch in enumerate(loader):
+        if i >= batches:
+            break
+        losses.append(float(model.compute_loss(to_device(batch, device), generator=generator)))
+    model.train()
+    return sum(losses) / max(1, len(losses))
+
+
+def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig, out: Path,
+          resume: bool = False, device: str = 'auto', stop_after: int | None = None) -> dict:
+    """Train (or resume) a dense policy; returns the final summary."""
+    distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    rank = 0
+    if distributed:
+        backend = 'nccl' if device.startswith('cuda') else 'gloo'
+        dist.init_process_group(backend=backend)
+        rank = dist.get_rank()
+        if device.startswith('cuda'):
+            device = f'cuda:{int(os.environ.get("LOCAL_RANK", 0))}'
+            torch.cuda.set_device(device)
+    dev = torch.device(device)
+    torch.manual_seed(train_config.seed + rank)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_set, val_set, stats, train_idx, val_idx = build_datasets(dataset, policy_config,
+                                                                   train_config)
+    model = DiffusionPolicy(policy_config)
+    model.normalizer.set_stats(stats)
+    model.to(dev).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
+                                  weight_decay=train_config.weight_decay)
+    step = 0
+    history: list[dict] = []
+    checkpoint = latest_checkpoint(out) if resume else None
+    if resume and checkpoint is None:
+        logger.warning('--resume given but %s has no checkpoint: starting from step 0', out)
+    if checkpoint is not None:
+        meta = load_training_state(checkpoint, model, ema, optimizer)
+        step = meta['step']
+        history = meta.get('history', [])
+        logger.info('resumed from %s at step %d', checkpoint, step)
+    net = DistributedDataParallel(model) if distributed else model
+    sampler = (DistributedSampler(train_set, seed=train_config.seed + step) if distributed
+               else RandomSampler(train_set, generator=torch.Generator().manual_seed(
+                   train_config.seed + step)))
+    loader = DataLoader(train_set, batch_size=train_config.batch_size, sampler=sampler,
+                        drop_last=len(train_set) >= train_config.batch_size)
+    val_loader = (DataLoader(val_set, batch_size=train_config.batch_size, shuffle=False)
+                  if val_set is not None else None)
+    autocast = (torch.autocast('cuda', dtype=torch.bfloat16) if dev.type == 'cuda'
+                else torch.autocast('cpu', enabled=False))
+    extra = {'dataset': str(dataset), 'train_episodes': train_idx, 'val_episodes': val_idx,
+             'training': train_config_dict(train_config)}
+    total = train_config.steps
+    progress = tqdm(total=total, initial=step, desc='train-policy', disable=rank != 0,
+                    dynamic_ncols=True)
+    started = time.time()
+    epoch = 0
+    last_loss = float('nan')
+    while step < total:
+        if distributed:
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            if step >= total or (stop_after is not None and step >= stop_after):
+                break
+            for group in optimizer.param_groups:
+                group['lr'] = train_config.lr * lr_factor(step, train_config.warmup_steps, total)
+            with autocast:
+                loss = net(to_device(batch, dev))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            ema_update(ema, model, step, train_config)
+            step += 1
+            last_loss = float(loss.detach())
+            progress.update(1)
+            progress.set_postfix(loss=f'{last_loss:.4f}')
+            if rank == 0 and (step % train_config.val_every == 0 or step == total):
+                record = {'step': step, 'train_loss': last_loss,
+                          'elapsed_s': round(time.time() - started, 1)}
+                if val_loader is not None:
+                    record['val_loss'] = validation_loss(ema, val_loader,
+                                                         train_config.val_batches, dev,
+                                                         train_config.seed)
+                history.append(record)
+                with open(out / 'train_log.jsonl', 'a') as handle:
+                    handle.write(json.dumps(record) + '\n')
+            if rank == 0 and (step % train_config.checkpoint_every == 0 or step == total):
+                save_training_state(out, model, ema, optimizer, step,
+                                    {**extra, 'history': history})
+                save_policy(ema.cpu(), out, extra={'training': {**extra, 'step': step,
+                                                                'history': history}})
+                ema.to(dev)
+        epoch += 1
+        if stop_after is not None and step >= stop_after:
+            break
+    progress.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    summary = {'step': step, 'train_loss': last_loss, 'history': history,
+               'elapsed_s': round(time.time() - started, 1), 'out': str(out)}
+    if rank == 0:
+        print('\n| step | train loss | val loss |\n|---:|---:|---:|')
+        for record in history[-5:]:
+            print(f"| {record['step']} | {record['train_loss']:.4f} | "
+                  f"{record.get('val_loss', float('nan')):.4f} |")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument('--dataset', required=True, type=Path, help='replay-buffer zarr store')
+    parser.add_argument('--config', required=True, type=Path,
+                        help='YAML/JSON with policy: and training: sections')
+    parser.add_argument('--out', required=True, type=Path, help='output model folder')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue from <out>/checkpoints/latest')
+    parser.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
+    parser.add_argument('--steps', type=int, default=None, help='override training.steps')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    try:
+        policy_config, train_config = load_run_config(args.config)
+        if args.steps is not None:
+            train_config = TrainConfig(**{**train_config_dict(train_config),
+                                          'steps': args.steps})
+        train(args.dataset, policy_config, train_config, args.out, resume=args.resume,
+              device=args.device)
+    except (ValueError, FileNotFoundError) as error:
+        print(f'train-policy: error: {error}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

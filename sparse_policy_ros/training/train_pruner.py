@@ -1,0 +1,235 @@
+"""
+Pruner distillation CLI.
+
+``train-pruner --policy DIR --dataset D --target-sparsity 0.93 --trajectories 100 --out DIR``
+
+The policy is frozen. Observations come from whole trajectories taken in order, one policy
+call every ``n_action_steps`` steps, so reuse-rollout is trained the way it is used
+(consecutive calls, the first call of a trajectory dense). The reference is the dense policy's
+chunk for the same fixed noise; gates are straight-through over the 4 decisions; loss =
+L1(sparse, dense) + weight * |achieved sparsity - target|. The pruner is saved next to the
+policy with its record: target, achieved sparsity and held-out action error, compared with
+the static 'fixed' schedule at the same sparsity.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+import random
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .replay_buffer import ReplayBuffer
+from ..policy.checkpoint import load_policy, read_json
+from ..policy.model import ACTION, DiffusionPolicy
+from ..policy.observation import OBS_IMAGES, OBS_STATE
+from ..policy.sampler import condition_all_steps, sample_dense, SamplingNoise
+from ..policy.scheduler import NoiseScheduler
+from ..sparsity.cache import RolloutCache
+from ..sparsity.decisions import Decision, make_executable, sparsity_of
+from ..sparsity.gated_sampler import sample_gated, straight_through
+from ..sparsity.pruner import decide, Pruner, PrunerConfig, save_pruner
+from ..sparsity.sampler import sample_sparse
+from ..sparsity.schedules import fixed_schedule
+
+logger = logging.getLogger(__name__)
+
+
+def trajectory_calls(buffer: ReplayBuffer, episode: int, image_keys: dict[str, str],
+                     state_key: str, n_obs_steps: int, stride: int) -> list[dict]:
+    """Observations of consecutive policy calls along one recorded episode."""
+    data = buffer.get_episode(episode)
+    length = len(data[state_key])
+    calls = []
+    for t in range(0, length, stride):
+        steps = np.clip(np.arange(t - n_obs_steps + 1, t + 1), 0, length - 1)
+        calls.append({OBS_IMAGES: {cam: data[key][steps] for cam, key in image_keys.items()},
+                      OBS_STATE: data[state_key][steps].astype(np.float32)})
+    return calls
+
+
+class CallContext:
+    """Frozen-policy quantities of one call: memory, fixed noise, dense reference."""
+
+    def __init__(self, model: DiffusionPolicy, scheduler: NoiseScheduler, observation: dict,
+                 seed: int):
+        config = model.config
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            images, state = model.observation_to_tensors(observation[OBS_IMAGES],
+                                                         observation[OBS_STATE], device)
+            tokens = model.encode_observation(images, state)
+            self.memory = condition_all_steps(model, tokens, scheduler)
+            self.noise = SamplingNoise.draw(scheduler, (1, config.horizon, config.action_dim),
+                                            device, torch.Generator().manual_seed(seed))
+            dense = sample_dense(model, self.memory, scheduler, self.noise)
+            self.reference = model.normalizer.normalize(ACTION, dense)  # (1, T, Da)
+
+
+def evaluate(model: DiffusionPolicy, scheduler: NoiseScheduler, trajectories: list[list[dict]],
+             decisions_for, seed: int) -> tuple[float, float]:
+    """Mean L1 (normalized actions) vs dense over all calls; mean sparsity of sparse calls."""
+    errors, sparsities = [], []
+    for j, calls in enumerate(trajectories):
+        cache = RolloutCache()
+        for c, observation in enumerate(calls):
+            ctx = CallContext(model, scheduler, observation, seed + 1000 * j + c)
+            ready = cache.prepare(scheduler.num_inference_steps, model.config.n_branches,
+                                  (1, model.config.horizon, model.config.n_emb),
+                                  ctx.memory.dtype, ctx.memory.device)
+            executed = make_executable(decisions_for(ctx), ready)
+            with torch.no_grad():
+                out = sample_sparse(model, ctx.memory, scheduler, ctx.noise, cache,
+                                    lambda: executed)
+            errors.append(float((model.normalizer.normalize(ACTION, out)
+                                 - ctx.reference).abs().mean()))
+            if ready:  # the first call of a trajectory is dense by design: not counted
+                sparsities.append(sparsity_of(executed))
+    return float(np.mean(errors)), float(np.mean(sparsities))
+
+
+def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: int,
+                 out: Path, epochs: int = 1, lr: float = 1e-3, sparsity_weight: float = 1.0,
+                 held_out: int = 4, seed: int = 0, max_calls: int | None = None,
+                 d_model: int | None = None) -> dict:
+    """Distill a pruner for the frozen policy in ``policy_dir``; returns its record."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f'--target-sparsity must be in (0, 1), got {target}')
+    torch.manual_seed(seed)
+    random.seed(seed)
+    model = load_policy(policy_dir).requires_grad_(False)
+    config = model.config
+    scheduler = NoiseScheduler(config)
+    meta = read_json(policy_dir / 'config.json').get('training', {})
+    image_keys = meta.get('training', {}).get('image_keys', {'front': 'img'})
+    state_key = meta.get('training', {}).get('state_key', 'state')
+    buffer = ReplayBuffer.open(dataset, mode='r')
+    train_eps = [e for e in meta.get('train_episodes', range(buffer.n_episodes))
+                 if e < buffer.n_episodes]
+    val_eps = [e for e in meta.get('val_episodes', []) if e < buffer.n_episodes]
+    if len(val_eps) < held_out:
+        val_eps = val_eps + train_eps[len(train_eps) - (held_out - len(val_eps)):]
+        train_eps = [e for e in train_eps if e not in val_eps]
+    train_eps, val_eps = train_eps[:trajectories], val_eps[:held_out]
+    if not train_eps:
+        raise ValueError(f'dataset {dataset} has no episodes left for pruner training')
+
+    def load(eps: list[int]) -> list[list[dict]]:
+        trajs = [trajectory_calls(buffer, e, image_keys, state_key, config.n_obs_steps,
+                                  config.n_action_steps) for e in eps]
+        return [t[:max_calls] if max_calls else t for t in trajs]
+
+    train_trajs, val_trajs = load(train_eps), load(val_eps)
+    pruner = Pruner(PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb,
+                                 d_model=d_model or config.n_emb, n_head=config.n_head))
+    optimizer = torch.optim.AdamW(pruner.parameters(), lr=lr, weight_decay=1e-4)
+    k, nb = scheduler.num_inference_steps, config.n_branches
+    shape = (1, config.horizon, config.n_emb)
+    total_calls = epochs * sum(len(t) for t in train_trajs)
+    progress = tqdm(total=total_calls, desc='train-pruner', dynamic_ncols=True)
+    history = []
+    started = time.time()
+    for epoch in range(epochs):
+        order = list(range(len(train_trajs)))
+        random.shuffle(order)
+        for j in order:
+            rollout = None
+            for c, observation in enumerate(train_trajs[j]):
+                ctx = CallContext(model, scheduler, observation, seed + 1000 * j + c)
+                if rollout is None:  # first call of a trajectory: dense, fills the rollout
+                    gates = torch.zeros(k, nb, 4)
+                    gates[..., int(Decision.COMPUTE)] = 1.0
+                    with torch.no_grad():
+                        _, rollout = sample_gated(model, ctx.memory, scheduler, ctx.noise,
+                                                  gates, torch.zeros(k, nb, *shape))
+                    progress.update(1)
+                    continue
+                logits = pruner(ctx.memory)[:, 0]  # (K, nb, 4)
+                gates = straight_through(logits)
+                step0 = torch.zeros(1, nb, 4)
+                step0[..., int(Decision.COMPUTE)] = 1.0
+                gates = torch.cat([step0, gates[1:]], dim=0)
+                x, rollout = sample_gated(model, ctx.memory, scheduler, ctx.noise, gates,
+                                          rollout)
+                achieved = 1.0 - gates[..., int(Decision.COMPUTE)].mean()
+                error = (x - ctx.reference).abs().mean()
+                loss = error + sparsity_weight * (achieved - target).abs()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                rollout = rollout.detach()
+                history.append({'error': float(error), 'sparsity': float(achieved)})
+                progress.update(1)
+                recent = history[-20:]
+                progress.set_postfix(err=f"{np.mean([h['error'] for h in recent]):.4f}",
+                                     sparsity=f"{np.mean([h['sparsity'] for h in recent]):.3f}")
+    progress.close()
+    pruner.eval()
+
+    def pruner_decisions(ctx: CallContext) -> torch.Tensor:
+        with torch.no_grad():
+            return decide(pruner(ctx.memory))
+
+    err_pruner, sp_pruner = evaluate(model, scheduler, val_trajs, pruner_decisions, seed)
+    static = fixed_schedule(k, nb, min(max(sp_pruner, 0.0), 0.99))
+    err_fixed, sp_fixed = evaluate(model, scheduler, val_trajs, lambda ctx: static, seed)
+    record = {'target_sparsity': target, 'achieved_sparsity': sp_pruner,
+              'held_out_action_l1': err_pruner, 'fixed_schedule_sparsity': sp_fixed,
+              'fixed_schedule_action_l1': err_fixed, 'train_trajectories': train_eps,
+              'held_out_trajectories': val_eps, 'epochs': epochs, 'lr': lr,
+              'sparsity_weight': sparsity_weight, 'train_calls': len(history),
+              'elapsed_s': round(time.time() - started, 1),
+              'final_train_error': float(np.mean([h['error'] for h in history[-50:]]))
+              if history else None}
+    out = Path(out)
+    if out.resolve() != Path(policy_dir).resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ('config.json', 'model.safetensors', 'stats.safetensors'):
+            shutil.copy2(Path(policy_dir) / name, out / name)
+    save_pruner(pruner, out, record)
+    print('\n| pruner | value |\n|---|---:|')
+    for key in ('target_sparsity', 'achieved_sparsity', 'held_out_action_l1',
+                'fixed_schedule_sparsity', 'fixed_schedule_action_l1', 'elapsed_s'):
+        print(f'| {key} | {record[key]:.4f} |')
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    parser = argparse.ArgumentParser(description='Distill a test-time-sparsity pruner.')
+    parser.add_argument('--policy', required=True, type=Path, help='trained policy folder')
+    parser.add_argument('--dataset', required=True, type=Path, help='replay-buffer zarr store')
+    parser.add_argument('--target-sparsity', type=float, default=0.93)
+    parser.add_argument('--trajectories', type=int, default=100,
+                        help='training trajectories taken in order')
+    parser.add_argument('--held-out', type=int, default=4, help='held-out trajectories')
+    parser.add_argument('--epochs', type=int, default=1)
+    parser.add_argument('--lr', type=float, default=1e-3)
+    parser.add_argument('--sparsity-weight', type=float, default=1.0)
+    parser.add_argument('--max-calls', type=int, default=None,
+                        help='calls per trajectory (default: the whole trajectory)')
+    parser.add_argument('--d-model', type=int, default=None, help='pruner width')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', required=True, type=Path,
+                        help='folder to write the pruner to (the policy folder itself is fine)')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        train_pruner(args.policy, args.dataset, args.target_sparsity, args.trajectories,
+                     args.out, epochs=args.epochs, lr=args.lr,
+                     sparsity_weight=args.sparsity_weight, held_out=args.held_out,
+                     seed=args.seed, max_calls=args.max_calls, d_model=args.d_model)
+    except (ValueError, FileNotFoundError) as error:
+        print(f'train-pruner: error: {error}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
