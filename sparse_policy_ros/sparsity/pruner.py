@@ -33,9 +33,11 @@ class PrunerConfig:
 
     n_branches: int = 24  # prunable branches of the policy (3 per decoder layer)
     cond_dim: int = 256  # width of the policy's conditioning memory
-    d_model: int = 256  # pruner width
-    n_head: int = 4  # attention heads
-    mlp_ratio: int = 4  # MLP hidden = mlp_ratio * d_model
+    # Narrow on purpose: it runs over K * n_branches query tokens per call, so at width 256 it
+    # would cost more FLOPs than a 95%-sparse denoiser (see README, FLOP accounting).
+    d_model: int = 64  # pruner width
+    n_head: int = 2  # attention heads
+    mlp_ratio: int = 2  # MLP hidden = mlp_ratio * d_model
 
     def __post_init__(self):
         for name in ('n_branches', 'cond_dim', 'd_model', 'n_head', 'mlp_ratio'):
@@ -157,7 +159,11 @@ class AsyncPrunerRunner:
         if self.device.type == 'cuda':
             self._stream = torch.cuda.Stream(device=self.device)
         else:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix='pruner')
+            # One intra-op thread in the worker: a second OpenMP pool spinning beside the main
+            # one made every call ~3x slower on a 2-core CPU (measured, see the issue notes).
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix='pruner',
+                                                initializer=torch.set_num_threads,
+                                                initargs=(1,))
 
     def _run_sync(self, memory: torch.Tensor,
                   target_sparsity: float | None) -> tuple[torch.Tensor, float]:

@@ -82,12 +82,26 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def resolve_async_pruner(requested: bool | None, device: torch.device) -> bool:
+    """
+    Decide whether the pruner overlaps step 0 (True) or runs inline before it (False).
+
+    Auto: always on CUDA (side stream); on a CPU only with at least 4 cores, because on 2 cores
+    the worker thread and the denoising step compete for the same cores and the overlap cost
+    more than it saved (``python -m sparse_policy_ros.bench`` reports both).
+    """
+    if requested is not None:
+        return bool(requested)
+    return device.type == 'cuda' or (os.cpu_count() or 1) >= 4
+
+
 class SparsePolicy:
     """Stateful wrapper: model + pruner + rollout cache on one device."""
 
     def __init__(self, model: DiffusionPolicy, pruner: Pruner | None = None, mode: str = 'pruner',
                  target_sparsity: float | None = None, num_inference_steps: int | None = None,
-                 device: str | torch.device = 'auto', warmup: bool = True, seed: int = 0):
+                 device: str | torch.device = 'auto', warmup: bool = True, seed: int = 0,
+                 async_pruner: bool | None = None):
         if mode not in MODES:
             raise ValueError(f'mode must be one of {list(MODES)}, got {mode!r}')
         if mode == 'pruner' and pruner is None:
@@ -111,6 +125,7 @@ class SparsePolicy:
         if mode == 'pruner':
             self.pruner = pruner.to(self.device).eval().requires_grad_(False)
             self._runner = AsyncPrunerRunner(self.pruner, self.device)
+        self.async_pruner = resolve_async_pruner(async_pruner, self.device)
         self._static = None
         if mode in ('dense', 'fora', 'fixed', 'ddim'):
             name = mode if mode in ('fora', 'fixed') else 'dense'
@@ -126,18 +141,19 @@ class SparsePolicy:
     def from_pretrained(cls, path: str | os.PathLike, device: str = 'auto', mode: str = 'pruner',
                         target_sparsity: float | None = None,
                         num_inference_steps: int | None = None, warmup: bool = True,
-                        seed: int = 0) -> 'SparsePolicy':
+                        seed: int = 0, async_pruner: bool | None = None) -> 'SparsePolicy':
         """Load a model folder (and its pruner when ``mode='pruner'``)."""
         model = load_policy(path)
         pruner = load_pruner(path)[0] if mode == 'pruner' else None
         return cls(model, pruner, mode=mode, target_sparsity=target_sparsity,
                    num_inference_steps=num_inference_steps, device=device, warmup=warmup,
-                   seed=seed)
+                   seed=seed, async_pruner=async_pruner)
 
     @classmethod
     def random_init(cls, config: PolicyConfig, device: str = 'cpu', mode: str = 'fixed',
                     target_sparsity: float | None = 0.8, seed: int = 0,
-                    warmup: bool = True, state_range: float = np.pi) -> 'SparsePolicy':
+                    warmup: bool = True, state_range: float = np.pi,
+                    async_pruner: bool | None = None) -> 'SparsePolicy':
         """Random weights (for synthetic tests and demos without a trained model)."""
         torch.manual_seed(seed)
         model = DiffusionPolicy(config)
@@ -149,10 +165,9 @@ class SparsePolicy:
                        'max': np.full(config.action_dim, state_range, np.float32)}})
         pruner = None
         if mode == 'pruner':
-            pruner = Pruner(PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb,
-                                         d_model=config.n_emb, n_head=config.n_head))
+            pruner = Pruner(PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb))
         return cls(model, pruner, mode=mode, target_sparsity=target_sparsity, device=device,
-                   warmup=warmup, seed=seed)
+                   warmup=warmup, seed=seed, async_pruner=async_pruner)
 
     def reset(self) -> None:
         """Forget the rollout cache: the next call is dense."""
@@ -202,7 +217,8 @@ class SparsePolicy:
                                         memory.dtype, self.device)
         pending: PrunerResult | None = None
         if self._runner is not None and rollout_ok:
-            launch = self._runner.run_sync if synchronous_pruner else self._runner.launch
+            synchronous = synchronous_pruner or not self.async_pruner
+            launch = self._runner.run_sync if synchronous else self._runner.launch
             pending = launch(memory, self.target_sparsity, rollout_ok)
         executed: list[torch.Tensor] = []
 

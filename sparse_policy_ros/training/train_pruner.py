@@ -125,8 +125,11 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
         return [t[:max_calls] if max_calls else t for t in trajs]
 
     train_trajs, val_trajs = load(train_eps), load(val_eps)
-    pruner = Pruner(PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb,
-                                 d_model=d_model or config.n_emb, n_head=config.n_head))
+    pruner_config = PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb)
+    if d_model:
+        pruner_config = PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb,
+                                     d_model=d_model)
+    pruner = Pruner(pruner_config)
     optimizer = torch.optim.AdamW(pruner.parameters(), lr=lr, weight_decay=1e-4)
     k, nb = scheduler.num_inference_steps, config.n_branches
     shape = (1, config.horizon, config.n_emb)
