@@ -1,0 +1,189 @@
+"""
+Closed-loop evaluation CLI: ``eval-policy --model DIR --episodes 100 --modes dense,fixed,pruner``.
+
+Every mode runs the same seeds (disjoint from the recording seeds by default). Per mode it
+reports success with a 95% Wilson interval, the mean action deviation from the dense policy on
+the same observations with the same noise, predict latency p50/p99, achieved sparsity and
+FLOPs per call (counted with FlopCounterMode on one call per episode), and saves JSON and a
+markdown table.
+
+Receding horizon: a call every ``n_action_steps`` control steps; the chunk's executable actions
+are applied one per step; the observation history is padded with the first frame at reset.
+"""
+
+import argparse
+from collections import deque
+import datetime
+import json
+import math
+from pathlib import Path
+import platform
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .env import ArmPushEnv
+from ..policy.observation import OBS_IMAGES, OBS_STATE
+from ..sparsity.sparse_policy import MODES, SparsePolicy
+
+MODE_ALIASES = {'static': 'fixed'}
+DEFAULT_SEED_START = 100_000  # record-demos uses small seeds; evaluation stays far from them
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def stack_history(history: deque) -> dict:
+    """Deque of single-step observations -> the policy's (n_obs_steps, ...) observation."""
+    cameras = history[0][OBS_IMAGES].keys()
+    return {OBS_IMAGES: {c: np.stack([o[OBS_IMAGES][c] for o in history]) for c in cameras},
+            OBS_STATE: np.stack([o[OBS_STATE] for o in history]).astype(np.float32)}
+
+
+def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
+                reference: SparsePolicy | None, count_flops: bool) -> dict:
+    """One closed-loop episode; returns success, per-call latencies, sparsity, deviations."""
+    config = policy.config
+    policy.reset()
+    if reference is not None:
+        reference.reset()
+    obs = env.reset(seed=seed)
+    history = deque([obs] * config.n_obs_steps, maxlen=config.n_obs_steps)
+    latencies, sparsities, deviations, flops = [], [], [], []
+    done = False
+    call = 0
+    while not done:
+        observation = stack_history(history)
+        generator = torch.Generator().manual_seed(seed * 1000 + call)
+        chunk = policy.predict(observation, generator=generator,
+                               count_flops_=count_flops and call == 1)
+        if chunk.stats.flops is not None:
+            flops.append(chunk.stats.flops)
+        else:
+            latencies.append(chunk.stats.total_ms)
+        if not chunk.stats.dense_call or policy.mode == 'dense':
+            sparsities.append(chunk.stats.sparsity)
+        if reference is not None:
+            dense = reference.predict(observation,
+                                      generator=torch.Generator().manual_seed(seed * 1000 + call))
+            deviations.append(float(np.abs(dense.actions - chunk.actions).mean()))
+        call += 1
+        for action in chunk.executable:
+            obs, _, terminated, truncated, info = env.step(action)
+            history.append(obs)
+            if terminated or truncated:
+                done = True
+                break
+    return {'seed': seed, 'success': bool(env.success), 'latencies_ms': latencies,
+            'sparsity': sparsities, 'deviation': deviations, 'flops': flops, 'calls': call}
+
+
+def evaluate_mode(model: Path, mode: str, episodes: int, seed_start: int,
+                  target_sparsity: float | None, device: str, with_deviation: bool,
+                  max_steps: int) -> dict:
+    """All episodes of one mode."""
+    policy = SparsePolicy.from_pretrained(model, device=device, mode=mode,
+                                          target_sparsity=target_sparsity)
+    reference = None
+    if with_deviation and mode != 'dense':
+        reference = SparsePolicy.from_pretrained(model, device=device, mode='dense')
+    env = ArmPushEnv(image_size=policy.config.image_shape[1], max_steps=max_steps)
+    results = []
+    try:
+        for i in tqdm(range(episodes), desc=f'eval {mode}', dynamic_ncols=True):
+            results.append(run_episode(env, policy, seed_start + i, reference, True))
+    finally:
+        env.close()
+        policy.close()
+        if reference is not None:
+            reference.close()
+    successes = sum(r['success'] for r in results)
+    latencies = [x for r in results for x in r['latencies_ms']]
+    sparsity = [x for r in results for x in r['sparsity']]
+    deviation = [x for r in results for x in r['deviation']]
+    flops = [x for r in results for x in r['flops']]
+    low, high = wilson_interval(successes, len(results))
+    return {
+        'mode': mode, 'target_sparsity': target_sparsity, 'episodes': len(results),
+        'success_rate': successes / max(1, len(results)), 'success_ci95': [low, high],
+        'action_deviation_from_dense': float(np.mean(deviation)) if deviation else 0.0,
+        'latency_p50_ms': float(np.percentile(latencies, 50)) if latencies else None,
+        'latency_p99_ms': float(np.percentile(latencies, 99)) if latencies else None,
+        'sparsity': float(np.mean(sparsity)) if sparsity else 0.0,
+        'flops_per_call': float(np.mean(flops)) if flops else None,
+        'calls': int(sum(r['calls'] for r in results)),
+        'episodes_detail': [{'seed': r['seed'], 'success': r['success']} for r in results],
+    }
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Summary table, one row per mode."""
+    lines = ['| mode | success | 95% CI | dev. from dense | p50 ms | p99 ms | sparsity | '
+             'GFLOP/call |', '|---|---:|---:|---:|---:|---:|---:|---:|']
+    for r in rows:
+        flops = '' if r['flops_per_call'] is None else f"{r['flops_per_call'] / 1e9:.3f}"
+        lines.append(
+            f"| {r['mode']} | {r['success_rate']:.2f} | {r['success_ci95'][0]:.2f}-"
+            f"{r['success_ci95'][1]:.2f} | {r['action_deviation_from_dense']:.4f} | "
+            f"{r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} | {r['sparsity']:.3f} | "
+            f'{flops} |')
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    parser = argparse.ArgumentParser(description='Closed-loop evaluation in the MuJoCo task.')
+    parser.add_argument('--model', required=True, type=Path)
+    parser.add_argument('--episodes', type=int, default=100)
+    parser.add_argument('--modes', default='dense,fixed,pruner',
+                        help=f'comma list of {list(MODES)} (static = fixed)')
+    parser.add_argument('--target-sparsity', type=float, default=0.9,
+                        help='for static modes and the pruner (negative: pruner argmax)')
+    parser.add_argument('--seed-start', type=int, default=DEFAULT_SEED_START)
+    parser.add_argument('--max-steps', type=int, default=120)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--no-deviation', action='store_true',
+                        help='skip the dense reference calls (halves the time)')
+    parser.add_argument('--out', type=Path, default=Path('results/eval'))
+    args = parser.parse_args(argv)
+    modes = [MODE_ALIASES.get(m.strip(), m.strip()) for m in args.modes.split(',') if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        print(f'eval-policy: error: unknown modes {bad}; expected {list(MODES)}',
+              file=sys.stderr)
+        return 2
+    if args.episodes < 1:
+        print(f'eval-policy: error: --episodes must be >= 1, got {args.episodes}',
+              file=sys.stderr)
+        return 2
+    target = None if args.target_sparsity < 0 else args.target_sparsity
+    rows = []
+    for mode in modes:
+        rows.append(evaluate_mode(args.model, mode, args.episodes, args.seed_start,
+                                  None if mode == 'dense' else target, args.device,
+                                  not args.no_deviation, args.max_steps))
+    table = markdown_table(rows)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
+            'machine': f'{platform.node()} {platform.machine()} {platform.processor()}',
+            'cpu_count': torch.get_num_threads(), 'torch': torch.__version__,
+            'model': str(args.model), 'command': ' '.join(sys.argv)}
+    (args.out / 'eval.json').write_text(json.dumps({'meta': meta, 'modes': rows}, indent=2))
+    (args.out / 'eval.md').write_text(f"Evaluated {meta['date']} on {meta['machine']} "
+                                      f"(torch {meta['torch']}).\n\n{table}\n")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
