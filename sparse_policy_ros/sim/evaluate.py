@@ -71,7 +71,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             flops.append(chunk.stats.flops)
         else:
             latencies.append(chunk.stats.total_ms)
-        if not chunk.stats.dense_call or policy.mode == 'dense':
+        if call > 0 or policy.mode in ('dense', 'ddim'):  # call 0 after a reset is dense
             sparsities.append(chunk.stats.sparsity)
         if reference is not None:
             dense = reference.predict(observation,
