@@ -63,7 +63,7 @@ def sample_gated(model: DiffusionPolicy, memory: torch.Tensor, scheduler: NoiseS
             prior = latest_of_kind[i % BRANCHES_PER_LAYER]
             latest_of_kind[i % BRANCHES_PER_LAYER] = (
                 keep * computed if prior is None else keep * computed + (1 - keep) * prior)
-            if prior is None and float(keep) == 0.0:
+            if prior is None and float(keep.detach()) == 0.0:
                 latest_of_kind[i % BRANCHES_PER_LAYER] = None
             row_values.append(torch.where(keep.detach() > 0.5, computed.detach(),
                                           rollout[k, i]))

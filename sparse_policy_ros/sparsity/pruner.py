@@ -67,6 +67,8 @@ class Pruner(nn.Module):
                                  nn.Linear(config.mlp_ratio * d, d))
         self.norm_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, N_DECISIONS)
+        # Added to the COMPUTE logit; set after training so argmax decisions hit the target.
+        self.register_buffer('compute_bias', torch.zeros(()))
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
             # Start out preferring COMPUTE: an untrained pruner is (nearly) dense.
@@ -81,7 +83,9 @@ class Pruner(nn.Module):
         q = q + self.cross_attn(self.norm_cross(q), ctx, None)
         q = q + self.mlp(self.norm_mlp(q))
         logits = self.head(self.norm_out(q))  # (K*B, nb, 4)
-        return logits.view(k, b, self.config.n_branches, N_DECISIONS)
+        bias = torch.zeros(N_DECISIONS, device=logits.device, dtype=logits.dtype)
+        bias[int(Decision.COMPUTE)] = self.compute_bias
+        return (logits + bias).view(k, b, self.config.n_branches, N_DECISIONS)
 
 
 def decide(logits: torch.Tensor, target_sparsity: float | None = None) -> torch.Tensor:
@@ -111,6 +115,36 @@ def decide(logits: torch.Tensor, target_sparsity: float | None = None) -> torch.
     decisions = decisions.to(torch.int8)
     decisions[0] = int(Decision.COMPUTE)
     return decisions
+
+
+def calibrate_compute_bias(logits: list[torch.Tensor], target_sparsity: float,
+                           iterations: int = 40) -> float:
+    """
+    Find the COMPUTE-logit offset whose argmax decisions have the target mean sparsity.
+
+    ``logits``: per-call (K, B, nb, 4) pruner outputs without bias. Step 0 counts as computed,
+    as it is executed. Bisection: sparsity falls monotonically as the offset grows.
+    """
+    def sparsity_at(offset: float) -> float:
+        reused, total = 0, 0
+        for item in logits:
+            shifted = item.float().mean(dim=1).clone()  # (K, nb, 4)
+            shifted[..., int(Decision.COMPUTE)] += offset
+            decisions = shifted.argmax(dim=-1)
+            decisions[0] = int(Decision.COMPUTE)
+            reused += int((decisions != Decision.COMPUTE).sum())
+            total += decisions.numel()
+        return reused / max(1, total)
+
+    low, high = -50.0, 50.0
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        if sparsity_at(mid) > target_sparsity:
+            low = mid
+        else:
+            high = mid
+    return high if abs(sparsity_at(high) - target_sparsity) <= abs(
+        sparsity_at(low) - target_sparsity) else low
 
 
 class PrunerResult:

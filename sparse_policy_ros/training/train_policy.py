@@ -153,7 +153,7 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
              'training': train_config_dict(train_config)}
     total = train_config.steps
     progress = tqdm(total=total, initial=step, desc='train-policy', disable=rank != 0,
-                    dynamic_ncols=True)
+                    dynamic_ncols=True, mininterval=5.0)
     started = time.time()
     epoch = 0
     last_loss = float('nan')

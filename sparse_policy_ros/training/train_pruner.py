@@ -33,7 +33,7 @@ from ..policy.scheduler import NoiseScheduler
 from ..sparsity.cache import RolloutCache
 from ..sparsity.decisions import Decision, make_executable, sparsity_of
 from ..sparsity.gated_sampler import sample_gated, straight_through
-from ..sparsity.pruner import decide, Pruner, PrunerConfig, save_pruner
+from ..sparsity.pruner import calibrate_compute_bias, decide, Pruner, PrunerConfig, save_pruner
 from ..sparsity.sampler import sample_sparse
 from ..sparsity.schedules import fixed_schedule
 
@@ -57,7 +57,7 @@ class CallContext:
     """Frozen-policy quantities of one call: memory, fixed noise, dense reference."""
 
     def __init__(self, model: DiffusionPolicy, scheduler: NoiseScheduler, observation: dict,
-                 seed: int):
+                 seed: int, with_reference: bool = True):
         config = model.config
         device = next(model.parameters()).device
         with torch.no_grad():
@@ -65,6 +65,8 @@ class CallContext:
                                                          observation[OBS_STATE], device)
             tokens = model.encode_observation(images, state)
             self.memory = condition_all_steps(model, tokens, scheduler)
+            if not with_reference:
+                return
             self.noise = SamplingNoise.draw(scheduler, (1, config.horizon, config.action_dim),
                                             device, torch.Generator().manual_seed(seed))
             dense = sample_dense(model, self.memory, scheduler, self.noise)
@@ -134,7 +136,7 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
     k, nb = scheduler.num_inference_steps, config.n_branches
     shape = (1, config.horizon, config.n_emb)
     total_calls = epochs * sum(len(t) for t in train_trajs)
-    progress = tqdm(total=total_calls, desc='train-pruner', dynamic_ncols=True)
+    progress = tqdm(total=total_calls, desc='train-pruner', dynamic_ncols=True, mininterval=5.0)
     history = []
     started = time.time()
     for epoch in range(epochs):
@@ -166,13 +168,20 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
                 loss.backward()
                 optimizer.step()
                 rollout = rollout.detach()
-                history.append({'error': float(error), 'sparsity': float(achieved)})
+                history.append({'error': float(error.detach()),
+                                'sparsity': float(achieved.detach())})
                 progress.update(1)
                 recent = history[-20:]
                 progress.set_postfix(err=f"{np.mean([h['error'] for h in recent]):.4f}",
                                      sparsity=f"{np.mean([h['sparsity'] for h in recent]):.3f}")
     progress.close()
     pruner.eval()
+    # Calibrate the COMPUTE bias on the training calls so argmax decisions meet the target.
+    with torch.no_grad():
+        calib_logits = [pruner(CallContext(model, scheduler, obs, seed, False).memory)
+                        for calls in train_trajs for obs in calls[1:]]
+    bias = calibrate_compute_bias(calib_logits, target) if calib_logits else 0.0
+    pruner.compute_bias.fill_(bias)
 
     def pruner_decisions(ctx: CallContext) -> torch.Tensor:
         with torch.no_grad():
@@ -182,6 +191,7 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
     static = fixed_schedule(k, nb, min(max(sp_pruner, 0.0), 0.99))
     err_fixed, sp_fixed = evaluate(model, scheduler, val_trajs, lambda ctx: static, seed)
     record = {'target_sparsity': target, 'achieved_sparsity': sp_pruner,
+              'compute_bias': bias,
               'held_out_action_l1': err_pruner, 'fixed_schedule_sparsity': sp_fixed,
               'fixed_schedule_action_l1': err_fixed, 'train_trajectories': train_eps,
               'held_out_trajectories': val_eps, 'epochs': epochs, 'lr': lr,

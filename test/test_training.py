@@ -1,0 +1,162 @@
+"""Dense policy training and pruner distillation on tiny generated data."""
+
+import json
+import os
+from pathlib import Path
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sparse_policy_ros.policy.checkpoint import load_policy
+from sparse_policy_ros.policy.config import PolicyConfig
+from sparse_policy_ros.sparsity.pruner import load_pruner
+from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
+from sparse_policy_ros.training.checkpointing import (
+    flatten_optimizer, latest_checkpoint, unflatten_optimizer)
+from sparse_policy_ros.training.replay_buffer import ReplayBuffer
+from sparse_policy_ros.training.train_config import load_run_config, TrainConfig
+from sparse_policy_ros.training.train_policy import main as train_policy_main, train
+from sparse_policy_ros.training.train_pruner import train_pruner
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+POLICY = {'encoder': 'small_cnn', 'n_layer': 2, 'n_emb': 32, 'n_head': 2, 'state_dim': 3,
+          'action_dim': 3, 'horizon': 8, 'n_obs_steps': 2, 'n_action_steps': 4,
+          'image_shape': [3, 24, 24], 'crop_shape': [20, 20], 'image_feature_dim': 16,
+          'num_train_timesteps': 10, 'num_inference_steps': 10, 'p_drop_attn': 0.0}
+
+
+def make_dataset(path: Path, episodes: int = 6, length: int = 24, seed: int = 0) -> Path:
+    """Episodes whose actions are a smooth function of a drifting state (learnable)."""
+    rng = np.random.default_rng(seed)
+    buffer = ReplayBuffer.create(path, overwrite=True)
+    for _ in range(episodes):
+        start = rng.uniform(-1, 1, size=3)
+        t = np.arange(length)[:, None]
+        state = (start + 0.05 * t * np.sign(start)).astype(np.float32)
+        action = (state + 0.05 * np.sign(start)).astype(np.float32)
+        images = np.zeros((length, 24, 24, 3), np.uint8)
+        images[..., 0] = (127 + 100 * np.tanh(state[:, :1, None])).astype(np.uint8)
+        buffer.add_episode({'img': images, 'state': state, 'action': action})
+    return path
+
+
+def write_config(path: Path, **training) -> Path:
+    settings = {'steps': 60, 'batch_size': 16, 'warmup_steps': 5, 'val_every': 20,
+                'checkpoint_every': 20, 'val_ratio': 0.2, 'lr': 1e-3, **training}
+    path.write_text(yaml.safe_dump({'policy': POLICY, 'training': settings}))
+    return path
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp('data') / 'demo.zarr')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, dataset) -> Path:
+    """Train a tiny policy long enough for its loss to fall (shared by the pruner tests)."""
+    out = tmp_path_factory.mktemp('policy')
+    config = write_config(out.parent / 'train.yaml', steps=300, val_every=100,
+                          checkpoint_every=150)
+    policy_config, train_config = load_run_config(config)
+    train(dataset, policy_config, train_config, out, device='cpu')
+    return out
+
+
+def test_loss_falls_and_folder_loads(trained):
+    lines = (trained / 'train_log.jsonl').read_text().splitlines()
+    history = [json.loads(line) for line in lines]
+    assert [h['step'] for h in history] == [100, 200, 300]
+    # An untrained epsilon predictor outputs ~0, so its MSE against unit noise is ~1.
+    assert history[-1]['train_loss'] < 0.3
+    assert history[0]['val_loss'] < 0.9
+    model = load_policy(trained)
+    assert model.config.to_dict() == PolicyConfig(**POLICY).to_dict()
+
+
+def test_resume_after_interruption_reaches_same_step(tmp_path, dataset):
+    config = write_config(tmp_path / 'c.yaml', steps=40, checkpoint_every=10, val_every=10)
+    policy_config, train_config = load_run_config(config)
+    out = tmp_path / 'run'
+    train(dataset, policy_config, train_config, out, device='cpu', stop_after=25)
+    state = json.loads((latest_checkpoint(out) / 'state.json').read_text())
+    assert state['step'] == 20  # the kill lost at most one checkpoint interval
+    summary = train(dataset, policy_config, train_config, out, resume=True, device='cpu')
+    assert summary['step'] == 40
+    final = json.loads((latest_checkpoint(out) / 'state.json').read_text())
+    assert final['step'] == 40
+    assert [h['step'] for h in final['history']] == [10, 20, 30, 40]
+
+
+def test_optimizer_state_round_trips_through_safetensors(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(4, 3)).square().sum().backward()
+        optimizer.step()
+    tensors, meta = flatten_optimizer(optimizer)
+    restored = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=5.0)
+    restored.load_state_dict(unflatten_optimizer(tensors, json.loads(json.dumps(meta))))
+    before, after = optimizer.state_dict(), restored.state_dict()
+    assert after['param_groups'][0]['lr'] == 1e-3
+    for index, slots in before['state'].items():
+        for name, value in slots.items():
+            assert torch.equal(after['state'][index][name], value), name
+
+
+def test_bad_config_and_dataset_fail_clearly(tmp_path, dataset, capsys):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text(yaml.safe_dump({'policy': POLICY, 'training': {'stepz': 3}}))
+    assert train_policy_main(['--dataset', str(dataset), '--config', str(bad),
+                              '--out', str(tmp_path / 'o')]) == 2
+    assert 'stepz' in capsys.readouterr().err
+    with pytest.raises(ValueError, match='steps'):
+        TrainConfig(steps=0)
+    wrong_dims = write_config(tmp_path / 'w.yaml')
+    data = yaml.safe_load(wrong_dims.read_text())
+    data['policy']['state_dim'] = 5
+    wrong_dims.write_text(yaml.safe_dump(data))
+    assert train_policy_main(['--dataset', str(dataset), '--config', str(wrong_dims),
+                              '--out', str(tmp_path / 'o2')]) == 2
+    assert 'state' in capsys.readouterr().err
+    assert train_policy_main(['--dataset', str(tmp_path / 'missing.zarr'), '--config',
+                              str(write_config(tmp_path / 'ok.yaml')),
+                              '--out', str(tmp_path / 'o3')]) == 2
+
+
+def test_ddp_two_cpu_processes_on_gloo(tmp_path, dataset):
+    config = write_config(tmp_path / 'c.yaml', steps=6, val_every=6, checkpoint_every=6)
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    result = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc_per_node', '2',
+         '--master_addr', '127.0.0.1', '--master_port', str(port),
+         '-m', 'sparse_policy_ros.training.train_policy', '--dataset', str(dataset),
+         '--config', str(config), '--out', str(tmp_path / 'ddp'), '--device', 'cpu'],
+        env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = [json.loads(x) for x in
+           (tmp_path / 'ddp' / 'train_log.jsonl').read_text().splitlines()]
+    assert [h['step'] for h in log] == [6]  # written once, by rank 0 only
+    assert (tmp_path / 'ddp' / 'model.safetensors').is_file()
+
+
+def test_pruner_reaches_target_and_beats_static(trained, dataset, tmp_path):
+    record = train_pruner(trained, dataset, target=0.7, trajectories=4, out=tmp_path / 'p',
+                          epochs=12, lr=3e-3, held_out=1, seed=0, sparsity_weight=1.0)
+    assert abs(record['achieved_sparsity'] - 0.7) <= 0.05
+    assert abs(record['fixed_schedule_sparsity'] - record['achieved_sparsity']) <= 0.01
+    assert record['held_out_action_l1'] < record['fixed_schedule_action_l1']
+    pruner, saved = load_pruner(tmp_path / 'p')
+    assert saved['target_sparsity'] == 0.7
+    policy = SparsePolicy.from_pretrained(tmp_path / 'p', device='cpu', mode='pruner')
+    assert policy.pruner is not None
+    policy.close()
