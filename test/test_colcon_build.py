@@ -1,0 +1,50 @@
+"""`colcon build` of this package lands launch, config, models and executables in install/."""
+
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = ('package.xml', 'setup.py', 'setup.cfg', 'resource', 'sparse_policy_ros', 'launch',
+           'config', 'models')
+EXECUTABLES = ('policy_node', 'sim_node', 'demo', 'bench', 'train-policy', 'train-pruner',
+               'record-demos', 'eval-policy')
+
+
+@pytest.mark.slow
+def test_colcon_build_installs_everything(tmp_path):
+    colcon = shutil.which('colcon') or str(Path(sys.executable).parent / 'colcon')
+    if not Path(colcon).exists():
+        pytest.skip('colcon is not installed (pip install colcon-common-extensions)')
+    src = tmp_path / 'src' / 'sparse_policy_ros'
+    src.mkdir(parents=True)
+    for name in SOURCES:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns('__pycache__'))
+        elif path.exists():
+            shutil.copy2(path, src / name)
+    env = {**os.environ, 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}'}
+    result = subprocess.run(
+        [colcon, 'build', '--packages-select', 'sparse_policy_ros', '--base-paths', 'src',
+         '--event-handlers', 'console_direct-'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    prefix = tmp_path / 'install' / 'sparse_policy_ros'
+    share = prefix / 'share' / 'sparse_policy_ros'
+    index = prefix / 'share' / 'ament_index' / 'resource_index' / 'packages'
+    assert (index / 'sparse_policy_ros').is_file()
+    assert (share / 'package.xml').is_file()
+    for name in ('launch', 'config', 'models'):
+        expected = sorted(p.relative_to(REPO / name) for p in (REPO / name).rglob('*')
+                          if p.is_file() and '__pycache__' not in p.parts)
+        installed = sorted(p.relative_to(share / name) for p in (share / name).rglob('*')
+                           if p.is_file())
+        assert expected, f'the repo has no files under {name}/'
+        assert installed == expected, name
+    for exe in EXECUTABLES:
+        assert (prefix / 'lib' / 'sparse_policy_ros' / exe).is_file(), exe
