@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--target-sparsity', type=float, default=0.9,
                         help='for static modes and the pruner (negative: pruner argmax)')
     parser.add_argument('--seed-start', type=int, default=DEFAULT_SEED_START)
-    parser.add_argument('--max-steps', type=int, default=120)
+    parser.add_argument('--max-steps', type=int, default=150)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--no-deviation', action='store_true',
                         help='skip the dense reference calls (halves the time)')
