@@ -13,7 +13,6 @@ One ``predict`` (DESIGN.md data flow):
 from dataclasses import dataclass, field
 import logging
 import os
-from pathlib import Path
 import time
 
 import numpy as np
@@ -29,7 +28,7 @@ from ..policy.checkpoint import load_policy
 from ..policy.config import PolicyConfig
 from ..policy.model import DiffusionPolicy
 from ..policy.observation import OBS_IMAGES, OBS_STATE, validate_observation
-from ..policy.sampler import condition_all_steps, SamplingNoise
+from ..policy.sampler import condition_all_steps, SamplingNoise, time_memory_for
 from ..policy.scheduler import NoiseScheduler
 
 logger = logging.getLogger(__name__)
@@ -133,6 +132,9 @@ class SparsePolicy:
             self._static = static_schedule(name, self.scheduler.num_inference_steps,
                                            self.n_branches, target_sparsity)
         self.cache = RolloutCache()
+        # The time tokens' memory depends only on the (frozen) weights and the steps.
+        with torch.inference_mode():
+            self._time_memory = time_memory_for(self.model, self.scheduler, self.device)
         self._generator = torch.Generator().manual_seed(seed)
         self.calls = 0
         if warmup:
@@ -208,7 +210,8 @@ class SparsePolicy:
         start = time.perf_counter()
         image_t, state_t = self.model.observation_to_tensors(images, state, self.device)
         obs_tokens = self.model.encode_observation(image_t, state_t)
-        memory = condition_all_steps(self.model, obs_tokens, self.scheduler)  # (K, 1, L, E)
+        memory = condition_all_steps(self.model, obs_tokens, self.scheduler,
+                                     self._time_memory)  # (K, 1, L, E)
         self._sync()
         encoded = time.perf_counter()
         stats.encode_ms = (encoded - start) * 1e3
@@ -277,14 +280,3 @@ class SparsePolicy:
         if self.device.type == 'cuda':
             torch.cuda.empty_cache()
 
-
-def default_model_path() -> Path:
-    """``models/default`` from the installed share directory, else from the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        share = Path(get_package_share_directory('sparse_policy_ros')) / 'models' / 'default'
-        if share.is_dir():
-            return share
-    except (ImportError, LookupError, ValueError):
-        pass
-    return Path(__file__).resolve().parents[2] / 'models' / 'default'
