@@ -279,4 +279,3 @@ class SparsePolicy:
         self.pruner = None
         if self.device.type == 'cuda':
             torch.cuda.empty_cache()
-
