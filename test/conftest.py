@@ -29,3 +29,130 @@ def ros_env():
     finally:
         if context.ok():
             rclpy.shutdown(context=context)
+
+
+class Collector:
+    """Messages received on one topic, appended from the executor thread."""
+
+    def __init__(self, harness: 'RosHarness'):
+        self._harness = harness
+        self.messages = []
+
+    def callback(self, msg) -> None:
+        with self._harness.condition:
+            self.messages.append(msg)
+            self._harness.condition.notify_all()
+
+    def snapshot(self) -> list:
+        with self._harness.condition:
+            return list(self.messages)
+
+    def __len__(self) -> int:
+        with self._harness.condition:
+            return len(self.messages)
+
+
+class RosHarness:
+    """
+    Nodes spun by a MultiThreadedExecutor on a background thread, plus wait helpers.
+
+    ``node`` is a plain test node for publishers, subscriptions and service clients. Every
+    received message wakes ``wait_for``, so tests wait on conditions, not on sleeps.
+    """
+
+    def __init__(self, context):
+        import threading
+
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        self.context = context
+        self._clients = {}
+        self._cleanups = []
+        self._stopping = threading.Event()
+        self.condition = threading.Condition()
+        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.node = self.add_node(rclpy.create_node('test_harness', context=context))
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+        try:
+            while not self._stopping.is_set() and self.context.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:
+            pass
+
+    def add_node(self, node, cleanup=None):
+        """Spin ``node``; ``cleanup(node)`` runs at close, after the executor stopped."""
+        self.executor.add_node(node)
+        if cleanup is not None:
+            self._cleanups.append((cleanup, node))
+        return node
+
+    def remove_node(self, node) -> None:
+        self.executor.remove_node(node)
+
+    def collect(self, msg_type, topic: str, qos=10) -> Collector:
+        collector = Collector(self)
+        self.node.create_subscription(msg_type, topic, collector.callback, qos)
+        return collector
+
+    def wait_for(self, predicate, timeout: float = 10.0, what: str = 'condition'):
+        """Return the first truthy ``predicate()``; fail after ``timeout`` seconds."""
+        import time
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f'timed out after {timeout:.1f} s waiting for {what}')
+                # Woken by every message; the short cap covers state changed by other threads.
+                self.condition.wait(min(remaining, 0.05))
+
+    def call(self, srv_type, name: str, request, timeout: float = 20.0):
+        """Call a service from the test node and return its response."""
+        key = (srv_type, name)
+        if key not in self._clients:  # one client per service: no DDS entity churn
+            self._clients[key] = self.node.create_client(srv_type, name)
+        client = self._clients[key]
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise AssertionError(f'service {name} not available after {timeout} s')
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: self._notify())
+        self.wait_for(future.done, timeout, f'response from {name}')
+        return future.result()
+
+    def _notify(self) -> None:
+        with self.condition:
+            self.condition.notify_all()
+
+    def close(self) -> None:
+        # Stop the spinning thread before shutting the executor down (shutting down under a
+        # spinning thread races in rclpy), then destroy the nodes: no callback runs meanwhile.
+        self._stopping.set()
+        self._thread.join(timeout=5.0)
+        self.executor.shutdown(timeout_sec=5.0)
+        # rclpy 7.1's Executor.shutdown does not wait for running callbacks (it tests the flag
+        # it just set); wait for the worker pool so no callback outlives its node.
+        pool = getattr(self.executor, '_executor', None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for node in list(self.executor.get_nodes()):
+            self.executor.remove_node(node)
+        for cleanup, node in reversed(self._cleanups):
+            cleanup(node)
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def ros_harness(ros_env):
+    """Spin a MultiThreadedExecutor with a test node on the isolated DDS context."""
+    harness = RosHarness(ros_env)
+    try:
+        yield harness
+    finally:
+        harness.close()

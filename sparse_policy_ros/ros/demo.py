@@ -1,0 +1,305 @@
+"""
+Closed-loop demo without the ros2 CLI (``make demo``): the simulated arm driven by the policy.
+
+Starts ``sim_node`` and ``policy_node`` as two processes with the parameter files the launch
+file uses, keeps DDS on loopback with a domain of its own, runs ``--episodes`` episodes over
+DDS, and prints the success rate, chunk rate, end-to-end latency (image stamp to trajectory
+publish, from the policy's /diagnostics) and achieved sparsity. Without a trained
+``models/default`` it falls back to random weights and says so loudly.
+"""
+
+import argparse
+from dataclasses import dataclass, field
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from tqdm import tqdm
+from trajectory_msgs.msg import JointTrajectory
+
+from .diagnostics import status_values
+from .params import RANDOM_MODEL
+from .paths import default_model_dir, package_path
+
+RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Random weights run the pruner at this sparsity so the demo's timing means something.
+RANDOM_TARGET_SPARSITY = 0.9
+EMPTY = "''"  # an empty string on the --ros-args command line (values are YAML)
+
+
+def isolate_dds() -> str:
+    """Keep DDS on loopback with a domain unique to this run; children inherit it."""
+    domain = str(os.getpid() % 100 + 110)
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ['ROS_DOMAIN_ID'] = domain
+    os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+    return domain
+
+
+@dataclass
+class DemoState:
+    """What the monitor node has heard."""
+
+    outcomes: list[dict] = field(default_factory=list)
+    policy_status: dict[str, str] = field(default_factory=dict)
+    sim_status: dict[str, str] = field(default_factory=dict)
+    trajectories: int = 0
+    counting: bool = False
+
+
+class DemoMonitor(Node):
+    """Listens to episodes, diagnostics and commands; calls the reset services."""
+
+    def __init__(self, command_topic: str):
+        """Subscribe to what the demo reports on."""
+        super().__init__('demo_monitor')
+        self.state = DemoState()
+        self.create_subscription(String, '/sim_node/episode', self.episode_callback,
+                                 RELIABLE_QOS)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics_callback,
+                                 RELIABLE_QOS)
+        self.create_subscription(JointTrajectory, command_topic, self.trajectory_callback,
+                                 RELIABLE_QOS)
+        self.reset_sim = self.create_client(Trigger, '/sim_node/reset_episode')
+        self.reset_policy = self.create_client(Trigger, '/policy_node/reset')
+
+    def episode_callback(self, msg: String) -> None:
+        """Record an episode outcome once counting started (aborted ones are not episodes)."""
+        outcome = json.loads(msg.data)
+        if self.state.counting and outcome['reason'] != 'aborted':
+            self.state.outcomes.append(outcome)
+            self.reset_policy.call_async(Trigger.Request())  # fresh history and cache
+
+    def diagnostics_callback(self, msg: DiagnosticArray) -> None:
+        """Keep the latest status of each node."""
+        for status in msg.status:
+            if status.name.startswith('policy_node'):
+                self.state.policy_status = status_values(status)
+            elif status.name.startswith('sim_node'):
+                self.state.sim_status = status_values(status)
+
+    def trajectory_callback(self, msg: JointTrajectory) -> None:
+        """Count the commands sent while episodes are counted."""
+        if self.state.counting:
+            self.state.trajectories += 1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the demo's command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(),
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--episodes', type=int, default=3, help='episodes to run')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the first episode')
+    parser.add_argument('--max-episode-time', type=float, default=12.0,
+                        help='simulated seconds before an episode times out')
+    parser.add_argument('--real-time-factor', type=float, default=1.0,
+                        help='simulated seconds per wall second (0 = as fast as possible)')
+    parser.add_argument('--model-path', default='',
+                        help="model folder; '' = models/default, or random weights if missing")
+    parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    parser.add_argument('--sparsity-mode', default=None,
+                        choices=('dense', 'pruner', 'fora', 'fixed', 'ddim'),
+                        help='override config/policy.yaml')
+    parser.add_argument('--target-sparsity', type=float, default=None,
+                        help='override config/policy.yaml')
+    parser.add_argument('--policy-params', action='append', default=[], metavar='NAME:=VALUE',
+                        help='extra policy_node parameter (repeatable)')
+    parser.add_argument('--startup-timeout', type=float, default=180.0,
+                        help='seconds to wait for the policy to become active')
+    parser.add_argument('--log-level', default='warn', help='log level of the two nodes')
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f'--episodes must be >= 1, got {args.episodes}')
+    return args
+
+
+def node_commands(args: argparse.Namespace, model_path: str) -> dict[str, list[str]]:
+    """Build the two node command lines, configured like the launch file."""
+    sim = [sys.executable, '-m', 'sparse_policy_ros.ros.sim_node', '--ros-args',
+           '--params-file', str(package_path('config', 'sim.yaml')),
+           '-p', f'real_time_factor:={args.real_time_factor}',
+           '-p', f'max_episode_time:={args.max_episode_time}',
+           '-p', f'seed:={args.seed}', '--log-level', args.log_level]
+    policy = [sys.executable, '-m', 'sparse_policy_ros.ros.policy_node', '--ros-args',
+              '--params-file', str(package_path('config', 'policy.yaml')),
+              '-p', 'use_sim_time:=true', '-p', f'model_path:={model_path or EMPTY}',
+              '-p', f'device:={args.device}', '--log-level', args.log_level]
+    if args.sparsity_mode is not None:
+        policy += ['-p', f'sparsity_mode:={args.sparsity_mode}']
+    if args.target_sparsity is not None:
+        policy += ['-p', f'target_sparsity:={args.target_sparsity}']
+    for extra in args.policy_params:
+        policy += ['-p', extra]
+    return {'sim_node': sim, 'policy_node': policy}
+
+
+def resolve_model(args: argparse.Namespace) -> str:
+    """Choose the model_path parameter, falling back to random weights loudly."""
+    if args.model_path:
+        return args.model_path
+    if default_model_dir().is_dir():
+        return ''
+    banner = '!' * 78
+    print(f'{banner}\n!!! {default_model_dir()} does not exist: RUNNING WITH RANDOM WEIGHTS.\n'
+          '!!! The arm will move meaninglessly; success rate is not meaningful. Train a\n'
+          '!!! model (train-policy, train-pruner) for real numbers.\n'
+          f'{banner}', flush=True)
+    if args.target_sparsity is None:
+        args.target_sparsity = RANDOM_TARGET_SPARSITY
+    return RANDOM_MODEL
+
+
+def spin_until(node: Node, predicate, timeout: float, children: dict) -> bool:
+    """Spin ``node`` until ``predicate()``; False on timeout or when a child died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if any(child.poll() is not None for child in children.values()):
+            return False
+        rclpy.spin_once(node, timeout_sec=0.05)
+    return predicate()
+
+
+def call(node: Node, client, children: dict, timeout: float = 10.0) -> Trigger.Response | None:
+    """Call a Trigger service, spinning ``node`` while waiting."""
+    if not spin_until(node, client.service_is_ready, timeout, children):
+        return None
+    future = client.call_async(Trigger.Request())
+    spin_until(node, future.done, timeout, children)
+    return future.result() if future.done() else None
+
+
+def stop_children(children: dict) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL: every child ends."""
+    for sig, grace in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        alive = [child for child in children.values() if child.poll() is None]
+        if not alive:
+            return
+        for child in alive:
+            child.send_signal(sig)
+        deadline = time.monotonic() + grace
+        for child in alive:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def summary(state: DemoState, wall_s: float, model: str) -> str:
+    """Format the closing table."""
+    outcomes = state.outcomes
+    successes = sum(o['success'] for o in outcomes)
+    sim_s = sum(o['duration_s'] for o in outcomes)
+    policy = state.policy_status
+
+    def value(key: str, unit: str = '') -> str:
+        text = policy.get(key, 'n/a')
+        return text if text == 'n/a' else f'{text}{unit}'
+
+    rows = [
+        ('model', model or str(default_model_dir())),
+        ('device / mode', f'{policy.get("device", "?")} / {policy.get("sparsity_mode", "?")}'),
+        ('episodes', f'{len(outcomes)} ({sim_s:.1f} s simulated in {wall_s:.1f} s wall)'),
+        ('success rate', f'{successes}/{len(outcomes)} = '
+                         f'{successes / max(len(outcomes), 1):.0%}'),
+        ('chunk rate', f'{state.trajectories / max(sim_s, 1e-9):.2f} chunks per simulated s '
+                       f'({state.trajectories} trajectories)'),
+        ('end-to-end latency p50 / p99', f'{value("end_to_end_latency_p50_ms", " ms")} / '
+                                         f'{value("end_to_end_latency_p99_ms", " ms")}'),
+        ('predict latency p50 / p99', f'{value("predict_latency_p50_ms", " ms")} / '
+                                      f'{value("predict_latency_p99_ms", " ms")}'),
+        ('achieved sparsity (mean)', value('sparsity_mean')),
+        ('late chunks / holds (incl. resets) / rejected input',
+         f'{value("chunks_late")} / {value("holds_published")} / '
+         f'{sum(int(v) for k, v in policy.items() if k.startswith("rejected_"))}'),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f'| {"metric".ljust(width)} | value', f'|-{"-" * width}-|------']
+    lines += [f'| {name.ljust(width)} | {text}' for name, text in rows]
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the closed-loop demo; 0 when every episode ran, 1 otherwise."""
+    args = parse_args(argv)
+    domain = isolate_dds()
+    model_path = resolve_model(args)
+    log_dir = Path(tempfile.mkdtemp(prefix='sparse_policy_demo_'))
+    print(f'demo: ROS_DOMAIN_ID={domain}, discovery on localhost only; node logs in {log_dir}',
+          flush=True)
+    children: dict[str, subprocess.Popen] = {}
+    logs = []
+    rclpy.init(args=[])
+    monitor = DemoMonitor('/arm_controller/joint_trajectory')
+    ok = False
+    start = time.monotonic()
+    try:
+        for name, command in node_commands(args, model_path).items():
+            log = open(log_dir / f'{name}.log', 'w')
+            logs.append(log)
+            children[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                              env=os.environ.copy())
+        pids = ', '.join(f'{name} (pid {child.pid})' for name, child in children.items())
+        print(f'demo: started {pids}; waiting for the policy to activate ...', flush=True)
+        if not spin_until(monitor, lambda: monitor.state.policy_status.get('state') == 'active',
+                          args.startup_timeout, children):
+            print('demo: the policy did not become active in time', file=sys.stderr)
+            return 1
+        # The first episode ran while the model loaded: restart it with the requested seed.
+        monitor.state.counting = True
+        for client in (monitor.reset_policy, monitor.reset_sim):
+            response = call(monitor, client, children)
+            if response is None or not response.success:
+                print(f'demo: {client.srv_name} failed: {response}', file=sys.stderr)
+                return 1
+        start = time.monotonic()
+        wall_budget = 3.0 * args.episodes * args.max_episode_time / max(
+            args.real_time_factor, 0.25) + 60.0
+        with tqdm(total=args.episodes, unit='episode', desc='closed loop') as progress:
+            while len(monitor.state.outcomes) < args.episodes:
+                seen = len(monitor.state.outcomes)
+                if not spin_until(monitor, lambda: len(monitor.state.outcomes) > seen,
+                                  max(1.0, wall_budget - (time.monotonic() - start)),
+                                  children):
+                    print('demo: stopped waiting for episodes (a node died or time ran out)',
+                          file=sys.stderr)
+                    return 1
+                progress.update(len(monitor.state.outcomes) - progress.n)
+                done = monitor.state.outcomes
+                progress.set_postfix(success=f'{sum(o["success"] for o in done)}/{len(done)}')
+        # One more policy diagnostics message so the numbers include the last episode.
+        heard = monitor.state.policy_status
+        spin_until(monitor, lambda: monitor.state.policy_status is not heard, 5.0, children)
+        ok = True
+    except KeyboardInterrupt:
+        print('demo: interrupted', file=sys.stderr)
+    finally:
+        wall_s = time.monotonic() - start
+        stop_children(children)
+        for log in logs:
+            log.close()
+        monitor.destroy_node()
+        rclpy.try_shutdown()
+        if monitor.state.outcomes:
+            print(summary(monitor.state, wall_s, model_path), flush=True)
+        if not ok:
+            for name in children:
+                tail = (log_dir / f'{name}.log').read_text(errors='replace')[-2000:]
+                print(f'--- last lines of {name}.log ---\n{tail}', file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

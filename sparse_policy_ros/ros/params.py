@@ -1,0 +1,182 @@
+"""
+Parameter declarations of the nodes: one table per node, declared with ParameterDescriptor.
+
+Each :class:`ParamSpec` carries a description, an optional numeric range and when the value may
+change: ``read_only`` (shape- and wiring-defining: joints, cameras, topics, model),
+``configure`` (read in ``on_configure``; changes are refused unless the node is unconfigured) or
+``runtime`` (read on every use). The same tables are the single source for ``config/*.yaml``
+checks in the tests.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterType
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.parameter import Parameter
+
+READ_ONLY = 'read_only'
+CONFIGURE = 'configure'
+RUNTIME = 'runtime'
+
+SPARSITY_MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim')
+DEVICES = ('auto', 'cpu', 'cuda')
+OUTPUT_TYPES = ('joint_trajectory', 'forward_position', 'both')
+RANDOM_MODEL = 'random'
+
+_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+          float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+_ARRAY_TYPES = {str: ParameterType.PARAMETER_STRING_ARRAY,
+                float: ParameterType.PARAMETER_DOUBLE_ARRAY,
+                int: ParameterType.PARAMETER_INTEGER_ARRAY}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter."""
+
+    name: str
+    default: Any  # its type decides the parameter type; lists need ``item_type``
+    description: str
+    when: str = RUNTIME  # READ_ONLY, CONFIGURE or RUNTIME
+    value_range: tuple[float, float] | None = None  # inclusive, for int and float parameters
+    choices: tuple[str, ...] | None = None  # allowed string values
+    item_type: type | None = None  # element type of list parameters
+
+    def descriptor(self) -> ParameterDescriptor:
+        """Build the ParameterDescriptor for ``declare_parameter``."""
+        if isinstance(self.default, list):
+            parameter_type = _ARRAY_TYPES[self.item_type]
+        else:
+            parameter_type = _TYPES[type(self.default)]
+        constraints = []
+        if self.choices:
+            constraints.append(f'one of {list(self.choices)}')
+        if self.when == CONFIGURE:
+            constraints.append('takes effect at the next configure transition')
+        descriptor = ParameterDescriptor(
+            name=self.name, type=parameter_type, description=self.description,
+            additional_constraints='; '.join(constraints), read_only=self.when == READ_ONLY)
+        if self.value_range is not None:
+            low, high = self.value_range
+            if isinstance(self.default, int) and not isinstance(self.default, bool):
+                descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high),
+                                                         step=1)]
+            else:
+                descriptor.floating_point_range = [FloatingPointRange(
+                    from_value=float(low), to_value=float(high), step=0.0)]
+        return descriptor
+
+    def check(self, value: Any) -> str | None:
+        """Return why ``value`` is not allowed (beyond the descriptor's range), else None."""
+        if self.choices is not None and value not in self.choices:
+            return f'{self.name} must be one of {list(self.choices)}, got {value!r}'
+        return None
+
+
+POLICY_PARAMS = (
+    ParamSpec('autostart', True, 'Configure and activate the node at start-up.', READ_ONLY),
+    ParamSpec('model_path', '', "Model folder (config, weights, pruner). '' = the package's "
+              f"models/default; '{RANDOM_MODEL}' = random weights (demos and tests only).",
+              READ_ONLY),
+    ParamSpec('random_policy', '{}', 'JSON dict of PolicyConfig fields for model_path '
+              f"'{RANDOM_MODEL}'; cameras and joint counts come from this node's parameters.",
+              READ_ONLY),
+    ParamSpec('device', 'auto', "Torch device: 'auto' picks CUDA when available.", CONFIGURE,
+              choices=DEVICES),
+    ParamSpec('sparsity_mode', 'pruner', 'How branches are skipped: dense, the learned pruner, '
+              'or a static baseline schedule.', CONFIGURE, choices=SPARSITY_MODES),
+    ParamSpec('target_sparsity', -1.0, 'Fraction of (step, branch) entries reused, in [0, 1); '
+              '-1 = the checkpoint default (pruner) / required for fora, fixed and ddim.',
+              CONFIGURE, value_range=(-1.0, 0.999)),
+    ParamSpec('num_inference_steps', 0, 'Denoising steps per call; 0 = the model config.',
+              CONFIGURE, value_range=(0, 1000)),
+    ParamSpec('seed', 0, 'Seed of the sampling noise (and of random weights).', CONFIGURE,
+              value_range=(0, 2 ** 31 - 1)),
+    ParamSpec('joint_names', ['base_yaw', 'shoulder', 'elbow', 'wrist_pitch'],
+              "Joints in the policy's state and action order.", READ_ONLY, item_type=str),
+    ParamSpec('camera_names', ['front'], "Cameras in the policy's order.", READ_ONLY,
+              item_type=str),
+    ParamSpec('image_topics', ['camera/front/image_raw'], 'sensor_msgs/Image topic per camera '
+              "(same order as camera_names; '' = none).", READ_ONLY, item_type=str),
+    ParamSpec('compressed_image_topics', [''], 'sensor_msgs/CompressedImage topic per camera '
+              "(same order as camera_names; '' = none).", READ_ONLY, item_type=str),
+    ParamSpec('resize_images', False, "Resize images to the model's size instead of rejecting "
+              'other sizes.', CONFIGURE),
+    ParamSpec('joint_state_topic', 'joint_states', 'sensor_msgs/JointState topic.', READ_ONLY),
+    ParamSpec('executed_actions', 0, 'Actions executed per chunk (receding horizon); 0 = the '
+              "model's n_action_steps.", RUNTIME, value_range=(0, 1000)),
+    ParamSpec('replan_threshold', 2, 'Start the next inference when this many published '
+              'actions are still ahead.', RUNTIME, value_range=(0, 1000)),
+    ParamSpec('controller_topic', '/arm_controller/joint_trajectory',
+              'trajectory_msgs/JointTrajectory output (joint_trajectory_controller).', READ_ONLY),
+    ParamSpec('forward_position_topic', '/forward_position_controller/commands',
+              'std_msgs/Float64MultiArray output streamed at the control rate.', READ_ONLY),
+    ParamSpec('output_type', 'joint_trajectory', 'Which outputs to publish.', READ_ONLY,
+              choices=OUTPUT_TYPES),
+    ParamSpec('observation_timeout', 0.5, 'Seconds after which observations are stale: no new '
+              'chunks, one hold command, ERROR on /diagnostics.', RUNTIME,
+              value_range=(0.01, 60.0)),
+    ParamSpec('joint_position_lower', [], 'Lowest allowed position per joint (rad or m).',
+              CONFIGURE, item_type=float),
+    ParamSpec('joint_position_upper', [], 'Highest allowed position per joint (rad or m).',
+              CONFIGURE, item_type=float),
+    ParamSpec('max_joint_velocity', [], 'Largest allowed speed per joint (per second).',
+              CONFIGURE, item_type=float),
+    ParamSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', READ_ONLY,
+              value_range=(0.01, 60.0)),
+)
+
+SIM_PARAMS = (
+    ParamSpec('image_size', 96, 'Camera image height and width in pixels.', READ_ONLY,
+              value_range=(16, 1024)),
+    ParamSpec('physics_rate', 100.0, 'Simulation ticks per simulated second (trajectory '
+              'sampling, /clock).', READ_ONLY, value_range=(1.0, 2000.0)),
+    ParamSpec('camera_rate', 20.0, 'Camera images per simulated second.', READ_ONLY,
+              value_range=(0.1, 500.0)),
+    ParamSpec('joint_state_rate', 50.0, 'Joint states per simulated second.', READ_ONLY,
+              value_range=(0.1, 2000.0)),
+    ParamSpec('real_time_factor', 1.0, 'Simulated seconds per wall second; 0 = as fast as '
+              'possible (use use_sim_time in the other nodes).', RUNTIME,
+              value_range=(0.0, 100.0)),
+    ParamSpec('publish_clock', True, 'Publish /clock with the simulated time.', READ_ONLY),
+    ParamSpec('max_episode_time', 12.0, 'Simulated seconds before an episode times out.',
+              RUNTIME, value_range=(0.1, 3600.0)),
+    ParamSpec('seed', 0, 'Seed of the next episode; incremented after each episode.', RUNTIME,
+              value_range=(0, 2 ** 31 - 1)),
+    ParamSpec('autoreset', True, 'Start the next episode when one ends.', RUNTIME),
+    ParamSpec('trajectory_topic', '/arm_controller/joint_trajectory',
+              'trajectory_msgs/JointTrajectory input.', READ_ONLY),
+    ParamSpec('joint_state_topic', 'joint_states', 'sensor_msgs/JointState output.', READ_ONLY),
+    ParamSpec('image_topic_prefix', 'camera', 'Images go to <prefix>/<camera>/image_raw.',
+              READ_ONLY),
+    ParamSpec('diagnostics_period', 1.0, 'Seconds (wall) between /diagnostics messages.',
+              READ_ONLY, value_range=(0.01, 60.0)),
+)
+
+
+def declare(node, specs: tuple[ParamSpec, ...]) -> None:
+    """Declare every parameter of ``specs`` on ``node``."""
+    for spec in specs:
+        descriptor = spec.descriptor()
+        # An empty list says nothing about its element type: declare by type (no default).
+        default = (Parameter.Type(descriptor.type) if spec.default == [] else spec.default)
+        node.declare_parameter(spec.name, default, descriptor)
+
+
+def values(node, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    """Return the current values of ``specs`` as a plain dict (lists for arrays)."""
+    out = {}
+    for spec in specs:
+        try:
+            value = node.get_parameter(spec.name).value
+        except ParameterUninitializedException:
+            value = spec.default
+        out[spec.name] = list(value) if isinstance(spec.default, list) else value
+    return out
+
+
+def spec_by_name(specs: tuple[ParamSpec, ...]) -> dict[str, ParamSpec]:
+    """Index a table by parameter name."""
+    return {spec.name: spec for spec in specs}
