@@ -34,15 +34,24 @@ class SamplingNoise:
         return None if self.per_step is None else self.per_step[k]
 
 
+def time_memory_for(model: DiffusionPolicy, scheduler: NoiseScheduler,
+                    device: torch.device) -> torch.Tensor:
+    """Encode the time token of every denoising step: (K, 1, E)."""
+    return model.transformer.condition_time(scheduler.timesteps.to(device))
+
+
 def condition_all_steps(model: DiffusionPolicy, obs_tokens: torch.Tensor,
-                        scheduler: NoiseScheduler) -> torch.Tensor:
-    """Conditioning memory for every denoising step in one batch: (K, B, L, E)."""
-    k = scheduler.num_inference_steps
-    b = obs_tokens.shape[0]
-    timesteps = scheduler.timesteps.to(obs_tokens.device).repeat_interleave(b)  # (K*B,)
-    tokens = obs_tokens.repeat(k, 1, 1)  # (K*B, n_obs, F)
-    memory = model.transformer.condition(tokens, timesteps)
-    return memory.view(k, b, *memory.shape[1:])
+                        scheduler: NoiseScheduler,
+                        time_memory: torch.Tensor | None = None) -> torch.Tensor:
+    """
+    Conditioning memory for every denoising step in one batch: (K, B, L, E).
+
+    ``time_memory`` (from :func:`time_memory_for`) depends only on the weights and the steps,
+    so a frozen policy can compute it once and pass it in; computed here when None.
+    """
+    if time_memory is None:
+        time_memory = time_memory_for(model, scheduler, obs_tokens.device)
+    return model.transformer.condition_steps(obs_tokens, time_memory)
 
 
 def sample_dense(model: DiffusionPolicy, memory: torch.Tensor, scheduler: NoiseScheduler,

@@ -158,6 +158,29 @@ class DiffusionTransformer(nn.Module):
         tokens = torch.cat([time_token, self.cond_obs_emb(obs_tokens)], dim=1)  # (N, L, E)
         return self.cond_encoder(self.drop(tokens + self.cond_pos_emb))
 
+    def condition_time(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Encode the time token of each timestep, (K,) -> (K, 1, E); depends on nothing else."""
+        token = self.time_emb(timesteps)[:, None, :] + self.cond_pos_emb[:, :1]  # (K, 1, E)
+        return self.cond_encoder(self.drop(token))
+
+    def condition_steps(self, obs_tokens: torch.Tensor,
+                        time_memory: torch.Tensor) -> torch.Tensor:
+        """
+        Conditioning memory for K timesteps at once: (B, n_obs, F), (K, 1, E) -> (K, B, L, E).
+
+        ``time_memory`` is ``condition_time(timesteps)``. Same values as ``condition`` on all
+        K * B (timestep, observation) pairs, but the conditioning encoder is token-wise and only
+        the time token depends on the step, so the observation tokens are encoded once, not K
+        times.
+        """
+        k = time_memory.shape[0]
+        b, n_obs = obs_tokens.shape[:2]
+        obs = self.cond_obs_emb(obs_tokens) + self.cond_pos_emb[:, 1:]  # (B, n_obs, E)
+        obs = self.cond_encoder(self.drop(obs))
+        e = obs.shape[-1]
+        return torch.cat([time_memory[:, None].expand(k, b, 1, e),
+                          obs[None].expand(k, b, n_obs, e)], dim=2)  # (K, B, L, E)
+
     def embed_actions(self, x: torch.Tensor) -> torch.Tensor:
         """Noisy normalized actions (B, T, Da) -> residual stream (B, T, E)."""
         t = x.shape[1]

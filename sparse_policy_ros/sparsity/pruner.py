@@ -174,6 +174,13 @@ class PrunerResult:
         return self._decisions
 
 
+def _single_intra_op_thread() -> None:
+    # torch initialises each thread's count lazily from the process default on first use;
+    # do that first, or it would later undo the setting below.
+    torch.get_num_threads()
+    torch.set_num_threads(1)
+
+
 class AsyncPrunerRunner:
     """
     Runs the pruner off the critical path: a worker thread on CPU, a side stream on CUDA.
@@ -196,8 +203,12 @@ class AsyncPrunerRunner:
             # One intra-op thread in the worker: a second OpenMP pool spinning beside the main
             # one made every call ~3x slower on a 2-core CPU (measured, see the issue notes).
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix='pruner',
-                                                initializer=torch.set_num_threads,
-                                                initargs=(1,))
+                                                initializer=_single_intra_op_thread)
+            # torch.set_num_threads also sets the count that threads started later inherit
+            # (e.g. an inference worker): start the worker now, then restore that default.
+            own_threads = torch.get_num_threads()
+            self._executor.submit(int).result()
+            torch.set_num_threads(own_threads)
 
     def _run_sync(self, memory: torch.Tensor,
                   target_sparsity: float | None) -> tuple[torch.Tensor, float]:

@@ -1,0 +1,350 @@
+"""
+Latency and FLOPs benchmark: dense vs static sparsity schedules vs pruner-driven decisions.
+
+Usage::
+
+    python -m sparse_policy_ros.bench                 # reference-size model, random weights
+    python -m sparse_policy_ros.bench --model DIR     # a trained model folder (and its pruner)
+    python -m sparse_policy_ros.bench --quick         # tiny config, a smoke run in seconds
+
+Every row runs the same sequence of observations through ``SparsePolicy.predict``: warm-up
+calls first (the first call after a reset is dense), then ``--calls`` timed calls (wall clock
+around ``predict``), then one more call under FlopCounterMode. Timed calls are interleaved in
+rounds (one call of every row per round) so that background load affects all rows alike.
+Speedups and FLOP reductions are relative to the dense row of the same run. Without a trained
+pruner the pruner rows use a randomly initialised one: its decisions carry no skill, but with a
+target sparsity it still computes exactly round((1 - s) * K * n_branches) entries, so latency
+and FLOPs are representative. Results go to ``--out`` as JSON and as a markdown table.
+"""
+
+import argparse
+from datetime import datetime, timezone
+import logging
+import os
+from pathlib import Path
+import platform
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .policy.checkpoint import load_policy, write_json
+from .policy.config import PolicyConfig
+from .policy.model import DiffusionPolicy
+from .policy.observation import OBS_IMAGES, OBS_STATE
+from .sparsity.decisions import Decision
+from .sparsity.pruner import load_pruner, Pruner, PrunerConfig
+from .sparsity.sparse_policy import resolve_async_pruner, resolve_device, SparsePolicy
+
+logger = logging.getLogger(__name__)
+
+SPARSE_MODES = ('fora', 'fixed', 'ddim', 'pruner')
+DEFAULT_SPARSITIES = (0.5, 0.8, 0.95)
+# Targets of the project (DESIGN.md) at the highest benchmarked sparsity.
+TARGET_SPARSITY = 0.95
+TARGET_FLOP_REDUCTION = 0.90
+TARGET_SPEEDUP = 5.0
+QUICK_CONFIG = PolicyConfig(
+    encoder='small_cnn', n_layer=2, n_emb=32, n_head=2, state_dim=4, action_dim=4, horizon=8,
+    n_obs_steps=2, n_action_steps=4, num_train_timesteps=10, num_inference_steps=10,
+    image_shape=(3, 32, 32), crop_shape=(28, 28), image_feature_dim=16)
+ROW_FIELDS = ('label', 'mode', 'target_sparsity', 'async_pruner', 'steps', 'calls',
+              'latency_ms', 'speedup_p50', 'flops', 'flop_reduction', 'sparsity',
+              'cache_bytes', 'split_ms', 'decision_mix')
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line of the benchmark."""
+    parser = argparse.ArgumentParser(
+        prog='bench', description='Latency / FLOPs of dense vs sparse diffusion policy calls.')
+    parser.add_argument('--model', type=Path, default=None,
+                        help='trained model folder; default: reference-size random weights')
+    parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda[:N]'")
+    parser.add_argument('--calls', type=int, default=None,
+                        help='timed calls per row (default 20, 5 with --quick)')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='untimed calls per row after construction; the first is dense '
+                             '(default 3, 1 with --quick)')
+    parser.add_argument('--sparsity', type=float, nargs='+', default=list(DEFAULT_SPARSITIES),
+                        help='target sparsities to benchmark')
+    parser.add_argument('--modes', nargs='+', choices=SPARSE_MODES, default=list(SPARSE_MODES),
+                        help='sparse modes to compare with dense')
+    parser.add_argument('--pruner-overlap', choices=('auto', 'both'), default='both',
+                        help="'both' also runs the pruner with the opposite overlap setting")
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch intra-op threads (default: torch default)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', type=Path, default=Path('results/bench'),
+                        help='folder for the JSON and markdown results')
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny config, few calls: a smoke run')
+    args = parser.parse_args(argv)
+    if args.calls is None:
+        args.calls = 5 if args.quick else 20
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 3
+    if args.calls < 1 or args.warmup < 1:
+        parser.error(f'--calls and --warmup must be >= 1, got {args.calls} and {args.warmup}')
+    for s in args.sparsity:
+        if not 0.0 < s < 1.0:
+            parser.error(f'--sparsity values must be in (0, 1), got {s}')
+    if args.quick and args.model is not None:
+        parser.error('--quick builds a tiny random model; it cannot be combined with --model')
+    return args
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Where the numbers were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as handle:
+            for line in handle:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {'platform': platform.platform(), 'python': platform.python_version(),
+            'cpu': cpu, 'cpu_count': os.cpu_count(), 'torch': torch.__version__,
+            'torch_threads': torch.get_num_threads(), 'device': str(device),
+            'device_name': cpu}
+    if device.type == 'cuda':
+        info['device_name'] = torch.cuda.get_device_name(device)
+        info['cuda'] = torch.version.cuda
+    return info
+
+
+def random_pruner(config: PolicyConfig, seed: int) -> Pruner:
+    """Untrained pruner whose head is re-drawn so its decisions vary with the observation."""
+    torch.manual_seed(seed)
+    pruner = Pruner(PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb))
+    with torch.no_grad():
+        torch.nn.init.normal_(pruner.head.weight, std=0.5)
+    return pruner.eval()
+
+
+def build_model(args: argparse.Namespace) -> tuple[DiffusionPolicy, Pruner, dict[str, str]]:
+    """Model and pruner to benchmark, and where they came from."""
+    if args.model is not None:
+        model = load_policy(args.model)
+        try:
+            pruner = load_pruner(args.model)[0]
+            source = {'model': str(args.model), 'pruner': str(args.model)}
+        except FileNotFoundError:
+            logger.warning('%s has no trained pruner; pruner rows use a random one', args.model)
+            pruner = random_pruner(model.config, args.seed)
+            source = {'model': str(args.model), 'pruner': 'random (untrained)'}
+        return model, pruner, source
+    config = QUICK_CONFIG if args.quick else PolicyConfig()
+    model = SparsePolicy.random_init(config, device='cpu', mode='dense', target_sparsity=None,
+                                     seed=args.seed, warmup=False).model
+    pruner = random_pruner(config, args.seed)
+    name = 'quick config' if args.quick else 'reference config'
+    return model, pruner, {'model': f'random init ({name})', 'pruner': 'random (untrained)'}
+
+
+def make_observations(config: PolicyConfig, count: int, seed: int) -> list[dict]:
+    """Random camera frames and a joint-state random walk, the same for every row."""
+    rng = np.random.default_rng(seed)
+    _, h, w = config.image_shape
+    state = rng.uniform(-1.0, 1.0, config.state_dim)
+    out = []
+    for _ in range(count):
+        state = np.clip(state + rng.normal(0.0, 0.05, config.state_dim), -3.0, 3.0)
+        history = np.stack([state] * config.n_obs_steps).astype(np.float32)
+        out.append({OBS_IMAGES: {c: rng.integers(0, 256, (config.n_obs_steps, h, w, 3),
+                                                 dtype=np.uint8)
+                                 for c in config.camera_names},
+                    OBS_STATE: history})
+    return out
+
+
+class RowRunner:
+    """One configuration under test: its SparsePolicy and the measurements of its calls."""
+
+    def __init__(self, model: DiffusionPolicy, pruner: Pruner, mode: str,
+                 target: float | None, async_pruner: bool | None, args: argparse.Namespace):
+        self.mode = mode
+        self.target = target
+        self.label = mode if target is None else f'{mode} @ {target:g}'
+        self.policy = SparsePolicy(model, pruner if mode == 'pruner' else None, mode=mode,
+                                   target_sparsity=target, device=args.device, warmup=True,
+                                   seed=args.seed, async_pruner=async_pruner)
+        self.wall: list[float] = []
+        self.stats = []
+
+    def call(self, observation: dict, timed: bool = True) -> None:
+        """One predict call, timed by wall clock around it."""
+        start = time.perf_counter()
+        chunk = self.policy.predict(observation)
+        if timed:
+            self.wall.append((time.perf_counter() - start) * 1e3)
+            self.stats.append(chunk.stats)
+
+    def finish(self, observation: dict) -> dict[str, Any]:
+        """Count FLOPs of one more call, release the policy, return the row (no speedups)."""
+        policy = self.policy
+        try:
+            counted = policy.predict(observation, count_flops_=True).stats
+        finally:
+            policy.close()
+        stats, wall = self.stats, self.wall
+        decisions = torch.stack([s.decisions for s in stats]).long()  # (N, K, nb)
+        mix = {d.name.lower(): float((decisions == int(d)).float().mean()) for d in Decision}
+
+        def median(name: str) -> float:
+            return float(np.median([getattr(s, name) for s in stats]))
+
+        split = {'encode': median('encode_ms'), 'pruner_wait': median('pruner_ms'),
+                 'pruner_run': median('pruner_run_ms'), 'denoise': median('denoise_ms')}
+        split['other'] = float(np.median(wall)) - split['encode'] - split['denoise']
+        return {
+            'label': self.label, 'mode': self.mode, 'target_sparsity': self.target,
+            'async_pruner': policy.async_pruner if self.mode == 'pruner' else None,
+            'steps': policy.scheduler.num_inference_steps, 'calls': len(wall),
+            'latency_ms': {'p50': float(np.percentile(wall, 50)),
+                           'p99': float(np.percentile(wall, 99)),
+                           'mean': float(np.mean(wall)), 'min': float(np.min(wall)),
+                           'max': float(np.max(wall))},
+            'speedup_p50': None, 'flops': int(counted.flops), 'flop_reduction': None,
+            'sparsity': float(np.mean([s.sparsity for s in stats])),
+            'cache_bytes': int(counted.cache_bytes), 'split_ms': split, 'decision_mix': mix,
+        }
+
+
+def plan_rows(args: argparse.Namespace, device: torch.device) -> list[tuple]:
+    """(mode, target, async_pruner) for every row, dense first."""
+    rows = [('dense', None, None)]
+    auto_async = resolve_async_pruner(None, device)
+    for target in args.sparsity:
+        for mode in args.modes:
+            if mode != 'pruner':
+                rows.append((mode, target, None))
+                continue
+            rows.append((mode, target, auto_async))
+            if args.pruner_overlap == 'both':
+                rows.append((mode, target, not auto_async))
+    return rows
+
+
+def check_targets(rows: list[dict]) -> dict[str, Any]:
+    """Which sparse rows at the target sparsity meet the FLOP and latency targets."""
+    checked = []
+    for row in rows:
+        if row['target_sparsity'] is None or abs(row['target_sparsity'] - TARGET_SPARSITY) > 1e-9:
+            continue
+        met = (row['flop_reduction'] >= TARGET_FLOP_REDUCTION
+               and row['speedup_p50'] >= TARGET_SPEEDUP)
+        checked.append({'label': _row_name(row), 'flop_reduction': row['flop_reduction'],
+                        'speedup_p50': row['speedup_p50'], 'met': met})
+    return {'sparsity': TARGET_SPARSITY, 'min_flop_reduction': TARGET_FLOP_REDUCTION,
+            'min_speedup_p50': TARGET_SPEEDUP, 'rows': checked}
+
+
+def _row_name(row: dict) -> str:
+    if row['async_pruner'] is None:
+        return row['label']
+    return f"{row['label']} ({'overlapped' if row['async_pruner'] else 'inline'})"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Results as a markdown table, one line per row."""
+    head = ('| mode | steps | sparsity | p50 ms | p99 ms | speedup | GFLOPs | FLOPs saved '
+            '| cache MiB | encode ms | pruner wait / run ms | denoise ms |')
+    lines = [head, '|' + ' --- |' * 12]
+    for row in rows:
+        lat = row['latency_ms']
+        split = row['split_ms']
+        pruner = '-' if row['mode'] != 'pruner' else (
+            f"{split['pruner_wait']:.2f} / {split['pruner_run']:.2f}")
+        lines.append(
+            f"| {_row_name(row)} | {row['steps']} | {row['sparsity']:.3f} | {lat['p50']:.1f} "
+            f"| {lat['p99']:.1f} | {row['speedup_p50']:.2f}x | {row['flops'] / 1e9:.3f} "
+            f"| {100 * row['flop_reduction']:.1f}% | {row['cache_bytes'] / 2 ** 20:.2f} "
+            f"| {split['encode']:.1f} | {pruner} | {split['denoise']:.1f} |")
+    return '\n'.join(lines)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every row; returns the full result record."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    args.device = str(device)
+    model, pruner, source = build_model(args)
+    config = model.config
+    observations = make_observations(config, args.warmup + args.calls + 1, args.seed)
+    runners = [RowRunner(model, pruner, mode, target, overlap, args)
+               for mode, target, overlap in tqdm(plan_rows(args, device), desc='build',
+                                                 unit='row')]
+    for i in range(args.warmup):
+        for runner in runners:
+            runner.call(observations[i], timed=False)
+    # Interleaved rounds: every row makes one call per round, so background load on the
+    # machine hits all rows alike instead of whichever row happened to run at that time.
+    for i in tqdm(range(args.calls), desc='timed rounds', unit='round'):
+        for runner in runners:
+            runner.call(observations[args.warmup + i])
+    rows = [runner.finish(observations[-1]) for runner in runners]
+    dense = rows[0]
+    for row in rows:
+        row['speedup_p50'] = dense['latency_ms']['p50'] / row['latency_ms']['p50']
+        row['flop_reduction'] = 1.0 - row['flops'] / dense['flops']
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    return {
+        'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'machine': machine_info(device), 'source': source, 'settings': settings,
+        'policy_config': config.to_dict(), 'n_branches': config.n_branches,
+        'rows': rows, 'targets': check_targets(rows),
+    }
+
+
+def write_results(record: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """Save ``bench-<stamp>.json`` and ``.md`` into ``out``; returns both paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
+    json_path = out / f'bench-{stamp}.json'
+    md_path = out / f'bench-{stamp}.md'
+    write_json(json_path, record)
+    machine = record['machine']
+    lines = [f"# Benchmark {record['date']}", '',
+             f"- machine: {machine['device_name']} ({machine['device']}), "
+             f"{machine['cpu_count']} CPUs, torch {machine['torch']} "
+             f"({machine['torch_threads']} threads), {machine['platform']}",
+             f"- model: {record['source']['model']}; pruner: {record['source']['pruner']}",
+             f"- {record['settings']['calls']} timed calls per row after "
+             f"{record['settings']['warmup']} warm-up calls; latency is wall clock around "
+             f'predict(); speedup and FLOPs saved are relative to dense in this run', '',
+             markdown_table(record['rows']), '', _targets_text(record['targets']), '']
+    md_path.write_text('\n'.join(lines))
+    return json_path, md_path
+
+
+def _targets_text(targets: dict[str, Any]) -> str:
+    lines = [f"Targets at sparsity {targets['sparsity']:g} (reference model): >= "
+             f"{100 * targets['min_flop_reduction']:.0f}% fewer FLOPs and >= "
+             f"{targets['min_speedup_p50']:g}x lower p50 latency than dense."]
+    for row in targets['rows']:
+        lines.append(f"- {row['label']}: {100 * row['flop_reduction']:.1f}% fewer FLOPs, "
+                     f"{row['speedup_p50']:.2f}x -> {'met' if row['met'] else 'MISSED'}")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``bench`` / ``python -m sparse_policy_ros.bench``."""
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    args = parse_args(argv)
+    record = run(args)
+    json_path, md_path = write_results(record, args.out)
+    print(markdown_table(record['rows']))
+    print()
+    print(_targets_text(record['targets']))
+    print(f'\nwrote {json_path} and {md_path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The benchmark script runs end to end on a tiny config and writes complete results."""
+
+import json
+
+from sparse_policy_ros.bench import main, ROW_FIELDS
+
+
+def test_quick_bench_writes_complete_json_and_markdown(tmp_path, capsys):
+    assert main(['--quick', '--calls', '2', '--out', str(tmp_path)]) == 0
+    [json_path] = tmp_path.glob('bench-*.json')
+    [md_path] = tmp_path.glob('bench-*.md')
+    record = json.loads(json_path.read_text())
+    for key in ('date', 'machine', 'source', 'settings', 'policy_config', 'rows', 'targets'):
+        assert key in record, key
+    for key in ('platform', 'cpu_count', 'torch', 'device', 'device_name'):
+        assert record['machine'][key] not in (None, ''), key
+    rows = record['rows']
+    # dense + 3 sparsities x (fora, fixed, ddim, pruner inline, pruner overlapped)
+    assert len(rows) == 1 + 3 * 5
+    assert rows[0]['mode'] == 'dense' and rows[0]['speedup_p50'] == 1.0
+    assert rows[0]['sparsity'] == 0.0 and rows[0]['flop_reduction'] == 0.0
+    seen = set()
+    for row in rows:
+        assert set(ROW_FIELDS) <= set(row), set(ROW_FIELDS) - set(row)
+        assert row['calls'] == 2
+        assert set(row['latency_ms']) == {'p50', 'p99', 'mean', 'min', 'max'}
+        assert set(row['split_ms']) == {'encode', 'pruner_wait', 'pruner_run', 'denoise',
+                                        'other'}
+        assert row['flops'] > 0 and row['cache_bytes'] > 0 and row['speedup_p50'] > 0
+        assert abs(sum(row['decision_mix'].values()) - 1.0) < 1e-6
+        seen.add((row['mode'], row['target_sparsity'], row['async_pruner']))
+        if row['mode'] in ('fixed', 'pruner', 'ddim') and row['target_sparsity'] == 0.5:
+            assert abs(row['sparsity'] - 0.5) < 1e-6
+        if row['mode'] != 'pruner':
+            assert row['async_pruner'] is None
+    assert len(seen) == len(rows)
+    assert {r['async_pruner'] for r in rows if r['mode'] == 'pruner'} == {True, False}
+    assert sorted(r['label'] for r in record['targets']['rows']) == [
+        'ddim @ 0.95', 'fixed @ 0.95', 'fora @ 0.95', 'pruner @ 0.95 (inline)',
+        'pruner @ 0.95 (overlapped)']
+    markdown = md_path.read_text()
+    assert '| dense |' in markdown and 'pruner @ 0.8 (overlapped)' in markdown
+    assert '| dense |' in capsys.readouterr().out

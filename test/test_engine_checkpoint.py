@@ -1,0 +1,158 @@
+"""Checkpoint folders: exact round trips and loud, specific errors."""
+
+import json
+
+import numpy as np
+import pytest
+from sparse_policy_ros.policy.checkpoint import (
+    CONFIG_FILE, load_config, load_policy, save_policy, STATS_FILE, WEIGHTS_FILE)
+from sparse_policy_ros.policy.config import PolicyConfig
+from sparse_policy_ros.policy.model import DiffusionPolicy
+from sparse_policy_ros.policy.observation import OBS_IMAGES, OBS_STATE
+from sparse_policy_ros.sparsity.pruner import (
+    Pruner, PRUNER_CONFIG_FILE, PRUNER_WEIGHTS_FILE, PrunerConfig, save_pruner)
+from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
+import torch
+
+TINY = {'encoder': 'small_cnn', 'n_layer': 2, 'n_emb': 32, 'n_head': 2, 'state_dim': 4,
+        'action_dim': 4, 'horizon': 8, 'n_obs_steps': 2, 'n_action_steps': 4,
+        'num_train_timesteps': 10, 'num_inference_steps': 10, 'image_shape': (3, 32, 32),
+        'crop_shape': (28, 28), 'image_feature_dim': 16}
+
+
+def observation(config: PolicyConfig, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    _, h, w = config.image_shape
+    return {OBS_IMAGES: {c: rng.integers(0, 256, (config.n_obs_steps, h, w, 3), dtype=np.uint8)
+                         for c in config.camera_names},
+            OBS_STATE: rng.uniform(-1, 1, (config.n_obs_steps, config.state_dim))
+            .astype(np.float32)}
+
+
+def trained_like(config: PolicyConfig, seed: int = 0) -> tuple[DiffusionPolicy, Pruner]:
+    torch.manual_seed(seed)
+    model = DiffusionPolicy(config)
+    model.normalizer.set_stats({
+        OBS_STATE: {'min': np.linspace(-2, -1, config.state_dim),
+                    'max': np.linspace(1, 3, config.state_dim)},
+        'action': {'min': np.linspace(-1, -0.5, config.action_dim),
+                   'max': np.linspace(0.5, 2, config.action_dim)}})
+    pruner = Pruner(PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb))
+    with torch.no_grad():
+        for param in pruner.parameters():
+            param.normal_(0.0, 0.5)
+    return model.eval(), pruner.eval()
+
+
+def saved_folder(tmp_path, **overrides):
+    config = PolicyConfig(**{**TINY, **overrides})
+    model, pruner = trained_like(config)
+    folder = tmp_path / 'model'
+    save_policy(model, folder, extra={'task': 'unit'})
+    save_pruner(pruner, folder)
+    return folder, model, pruner
+
+
+def test_round_trip_gives_identical_actions(tmp_path):
+    folder, model, pruner = saved_folder(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [CONFIG_FILE, WEIGHTS_FILE, STATS_FILE, PRUNER_CONFIG_FILE, PRUNER_WEIGHTS_FILE])
+    loaded = load_policy(folder)
+    assert loaded.config == model.config and not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    original = SparsePolicy(model, pruner, mode='pruner', target_sparsity=0.5, device='cpu')
+    restored = SparsePolicy.from_pretrained(folder, device='cpu', mode='pruner',
+                                            target_sparsity=0.5)
+    for seed in range(3):  # dense first call, then pruner-driven sparse calls
+        obs = observation(model.config, seed)
+        a = original.predict(obs, generator=torch.Generator().manual_seed(seed))
+        b = restored.predict(obs, generator=torch.Generator().manual_seed(seed))
+        assert np.array_equal(a.actions, b.actions)
+        assert torch.equal(a.stats.decisions, b.stats.decisions)
+    assert b.stats.sparsity == pytest.approx(0.5, abs=1e-6)
+    assert json.loads((folder / CONFIG_FILE).read_text())['task'] == 'unit'
+
+
+def test_unknown_config_key_is_a_value_error(tmp_path):
+    folder, _, _ = saved_folder(tmp_path)
+    data = json.loads((folder / CONFIG_FILE).read_text())
+    data['policy']['n_layers'] = 2
+    (folder / CONFIG_FILE).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="unknown keys \\['n_layers'\\]"):
+        load_policy(folder)
+
+
+def test_bad_format_version_and_missing_section(tmp_path):
+    folder, _, _ = saved_folder(tmp_path)
+    data = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**data, 'format_version': 99}))
+    with pytest.raises(ValueError, match='format_version must be 1, got 99'):
+        load_config(folder)
+    (folder / CONFIG_FILE).write_text(json.dumps({'format_version': 1}))
+    with pytest.raises(ValueError, match='no "policy" section'):
+        load_config(folder)
+
+
+def test_weights_that_do_not_match_the_config(tmp_path):
+    folder, _, _ = saved_folder(tmp_path)
+    data = json.loads((folder / CONFIG_FILE).read_text())
+    data['policy']['n_emb'] = 64
+    (folder / CONFIG_FILE).write_text(json.dumps(data))
+    with pytest.raises(ValueError) as info:
+        load_policy(folder)
+    message = str(info.value)
+    assert WEIGHTS_FILE in message and 'does not match' in message
+    assert 'transformer.branches.0.attn.q.bias: expected (64,), got (32,)' in message
+
+
+def test_missing_layer_in_weights(tmp_path):
+    folder, _, _ = saved_folder(tmp_path)
+    data = json.loads((folder / CONFIG_FILE).read_text())
+    data['policy']['n_layer'] = 3
+    (folder / CONFIG_FILE).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match='missing .*branches.6'):
+        load_policy(folder)
+
+
+@pytest.mark.parametrize('name', [STATS_FILE, WEIGHTS_FILE, CONFIG_FILE])
+def test_missing_file_is_named(tmp_path, name):
+    folder, _, _ = saved_folder(tmp_path)
+    (folder / name).unlink()
+    with pytest.raises(FileNotFoundError, match=name):
+        load_policy(folder)
+
+
+def test_missing_folder_and_missing_pruner(tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        load_policy(tmp_path / 'nowhere')
+    folder, _, _ = saved_folder(tmp_path)
+    (folder / PRUNER_WEIGHTS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=PRUNER_WEIGHTS_FILE):
+        SparsePolicy.from_pretrained(folder, device='cpu', mode='pruner', target_sparsity=0.5)
+    # Static modes do not need the pruner.
+    policy = SparsePolicy.from_pretrained(folder, device='cpu', mode='fixed',
+                                          target_sparsity=0.5)
+    assert policy.pruner is None
+
+
+def test_refuses_to_save_without_stats(tmp_path):
+    with pytest.raises(ValueError, match='no stats'):
+        save_policy(DiffusionPolicy(PolicyConfig(**TINY)), tmp_path / 'x')
+
+
+def test_config_round_trip_and_validation():
+    config = PolicyConfig(**TINY, camera_names=('front', 'wrist'))
+    again = PolicyConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    with pytest.raises(ValueError,
+                       match="encoder must be one of \\['resnet18_gn', 'small_cnn'\\]"):
+        PolicyConfig(encoder='resnet50')
+    with pytest.raises(ValueError, match='n_emb \\(30\\) must be divisible by n_head \\(4\\)'):
+        PolicyConfig(n_emb=30)
+    with pytest.raises(ValueError, match='crop_shape'):
+        PolicyConfig(crop_shape=(100, 84))
+    with pytest.raises(ValueError, match='num_inference_steps'):
+        PolicyConfig(num_train_timesteps=10, num_inference_steps=20)
+    with pytest.raises(ValueError, match='camera_names must be unique'):
+        PolicyConfig(camera_names=('a', 'a'))
