@@ -152,7 +152,7 @@ def test_ddp_two_cpu_processes_on_gloo(tmp_path, dataset):
 def test_pruner_reaches_target_and_beats_static(trained, dataset, tmp_path):
     record = train_pruner(trained, dataset, target=0.7, trajectories=4, out=tmp_path / 'p',
                           epochs=12, lr=3e-3, held_out=1, seed=0, sparsity_weight=1.0)
-    assert abs(record['achieved_sparsity'] - 0.7) <= 0.05
+    assert abs(record['achieved_sparsity'] - 0.7) <= 0.05 + 1e-9  # 'within 0.05', float-safe
     assert abs(record['fixed_schedule_sparsity'] - record['achieved_sparsity']) <= 0.01
     assert record['held_out_action_l1'] < record['fixed_schedule_action_l1']
     pruner, saved = load_pruner(tmp_path / 'p')
