@@ -1,19 +1,23 @@
 """Shared fixtures: every rclpy user in the suite goes through ``ros_env``."""
 
+import itertools
 import os
 
 import pytest
 
-# Unique per test process: pytest-xdist workers and concurrent CI jobs get separate domains.
-_DOMAIN_ID = str(os.getpid() % 200 + 10)
+# Unique per test process (pid-based base) and per call: every rclpy context of the suite gets a
+# fresh domain, so nodes a previous test left behind cannot talk to the next test's nodes.
+_DOMAIN_BASE = os.getpid() % 200
+_DOMAIN_COUNTER = itertools.count()
 
 
 def isolate_dds() -> str:
     """Keep DDS discovery on loopback with a domain unique to this process; return the domain."""
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    os.environ['ROS_DOMAIN_ID'] = _DOMAIN_ID
+    domain = str(10 + (_DOMAIN_BASE + next(_DOMAIN_COUNTER)) % 200)
+    os.environ['ROS_DOMAIN_ID'] = domain
     os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
-    return _DOMAIN_ID
+    return domain
 
 
 @pytest.fixture
@@ -156,3 +160,16 @@ def ros_harness(ros_env):
         yield harness
     finally:
         harness.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """
+    Give the DDS integration tests (test_ros_*) up to two reruns.
+
+    They wait on real messages with deadlines. Cross-test DDS leakage (the cause of the stalls
+    seen in CI) is removed by a fresh domain per context; reruns cover a loaded machine's
+    scheduling hiccups. Three failures in a row still fail.
+    """
+    for item in items:
+        if item.fspath.basename.startswith('test_ros_'):
+            item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))
