@@ -1,10 +1,11 @@
 """Sparse sampler: dense equivalence, the value each reuse kind adds, and real skipping."""
 
+from engine_helpers import observation, TINY
 import numpy as np
 import pytest
 from sparse_policy_ros.policy.config import PolicyConfig
 from sparse_policy_ros.policy.model import DiffusionPolicy
-from sparse_policy_ros.policy.observation import OBS_IMAGES, OBS_STATE, validate_observation
+from sparse_policy_ros.policy.observation import OBS_STATE, validate_observation
 from sparse_policy_ros.policy.sampler import (
     condition_all_steps, sample_dense, SamplingNoise, time_memory_for)
 from sparse_policy_ros.policy.scheduler import NoiseScheduler
@@ -18,11 +19,6 @@ import torch
 from torch import nn
 
 C, B, S, R = (int(d) for d in Decision)
-
-TINY = {'encoder': 'small_cnn', 'n_layer': 2, 'n_emb': 32, 'n_head': 2, 'state_dim': 4,
-        'action_dim': 4, 'horizon': 8, 'n_obs_steps': 2, 'n_action_steps': 4,
-        'num_train_timesteps': 10, 'num_inference_steps': 10, 'image_shape': (3, 32, 32),
-        'crop_shape': (28, 28), 'image_feature_dim': 16}
 
 
 def tiny_config(**overrides) -> PolicyConfig:
@@ -48,15 +44,6 @@ def random_memory(config: PolicyConfig, steps: int, seed: int) -> torch.Tensor:
 def draw_noise(scheduler: NoiseScheduler, config: PolicyConfig, seed: int) -> SamplingNoise:
     return SamplingNoise.draw(scheduler, (1, config.horizon, config.action_dim),
                               torch.device('cpu'), torch.Generator().manual_seed(seed))
-
-
-def observation(config: PolicyConfig, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    _, h, w = config.image_shape
-    return {OBS_IMAGES: {c: rng.integers(0, 256, (config.n_obs_steps, h, w, 3), dtype=np.uint8)
-                         for c in config.camera_names},
-            OBS_STATE: rng.uniform(-1, 1, (config.n_obs_steps, config.state_dim))
-            .astype(np.float32)}
 
 
 class Recorder(nn.Module):
