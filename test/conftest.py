@@ -56,9 +56,44 @@ class Collector:
             return len(self.messages)
 
 
+class _Spinner:
+    """One node on its own SingleThreadedExecutor and thread: how each node runs in production."""
+
+    def __init__(self, context, node, stopping):
+        import threading
+
+        from rclpy.executors import SingleThreadedExecutor
+        self.node = node
+        self._stopping = stopping
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(node)
+        self._thread = threading.Thread(target=self._spin, daemon=True,
+                                        name=f'spin_{node.get_name()}')
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+        try:
+            while not self._stopping.is_set() and self.executor.context.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:
+            pass
+
+    def stop(self) -> None:
+        self._thread.join(timeout=5.0)
+        self.executor.remove_node(self.node)
+        self.executor.shutdown(timeout_sec=5.0)
+
+
 class RosHarness:
     """
-    Nodes spun by a MultiThreadedExecutor on a background thread, plus wait helpers.
+    Nodes each spun by their own SingleThreadedExecutor thread, plus wait helpers.
+
+    Not one MultiThreadedExecutor for all: rclpy 7.1's MultiThreadedExecutor re-yields tasks
+    that are queued in its pool but not yet running, so on a loaded 2-core machine its spin
+    thread busy-loops holding the GIL and starves every callback (timers seen 0.3-0.5 s late,
+    observations going stale in CI). One executor per node is also how the nodes run in
+    production (``rclpy.spin`` in each process).
 
     ``node`` is a plain test node for publishers, subscriptions and service clients. Every
     received message wakes ``wait_for``, so tests wait on conditions, not on sleeps.
@@ -68,34 +103,20 @@ class RosHarness:
         import threading
 
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
         self.context = context
         self._clients = {}
         self._cleanups = []
+        self._spinners = []
         self._stopping = threading.Event()
         self.condition = threading.Condition()
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
         self.node = self.add_node(rclpy.create_node('test_harness', context=context))
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-        try:
-            while not self._stopping.is_set() and self.context.ok():
-                self.executor.spin_once(timeout_sec=0.05)
-        except ExternalShutdownException:
-            pass
 
     def add_node(self, node, cleanup=None):
-        """Spin ``node``; ``cleanup(node)`` runs at close, after the executor stopped."""
-        self.executor.add_node(node)
+        """Spin ``node``; ``cleanup(node)`` runs at close, after the executors stopped."""
+        self._spinners.append(_Spinner(self.context, node, self._stopping))
         if cleanup is not None:
             self._cleanups.append((cleanup, node))
         return node
-
-    def remove_node(self, node) -> None:
-        self.executor.remove_node(node)
 
     def collect(self, msg_type, topic: str, qos=10) -> Collector:
         collector = Collector(self)
@@ -135,18 +156,10 @@ class RosHarness:
             self.condition.notify_all()
 
     def close(self) -> None:
-        # Stop the spinning thread before shutting the executor down (shutting down under a
-        # spinning thread races in rclpy), then destroy the nodes: no callback runs meanwhile.
+        # Stop every spinning thread before anything is destroyed: no callback runs meanwhile.
         self._stopping.set()
-        self._thread.join(timeout=5.0)
-        self.executor.shutdown(timeout_sec=5.0)
-        # rclpy 7.1's Executor.shutdown does not wait for running callbacks (it tests the flag
-        # it just set); wait for the worker pool so no callback outlives its node.
-        pool = getattr(self.executor, '_executor', None)
-        if pool is not None:
-            pool.shutdown(wait=True)
-        for node in list(self.executor.get_nodes()):
-            self.executor.remove_node(node)
+        for spinner in self._spinners:
+            spinner.stop()
         for cleanup, node in reversed(self._cleanups):
             cleanup(node)
         self.node.destroy_node()
@@ -154,7 +167,7 @@ class RosHarness:
 
 @pytest.fixture
 def ros_harness(ros_env):
-    """Spin a MultiThreadedExecutor with a test node on the isolated DDS context."""
+    """Spin a test node (and the nodes a test adds) on the isolated DDS context."""
     harness = RosHarness(ros_env)
     try:
         yield harness
