@@ -114,3 +114,31 @@ def test_clip_and_noise_requirements():
     with pytest.raises(ValueError, match='DDPM step 0 needs noise'):
         scheduler.step(0, torch.zeros_like(x), x, None)
     assert scheduler.needs_noise and not NoiseScheduler(config(), 10, kind='ddim').needs_noise
+
+
+def test_ddim_steps_with_a_reused_eps_compose_into_one_jump():
+    """
+    Why the default model samples with DDIM: reusing eps over steps is a consistent jump.
+
+    With eta = 0, m steps that all use the same eps keep x0 fixed, so they equal one DDIM jump
+    from the first timestep to the last, which is what 'reuse the previous step' approximates.
+    With DDPM each of those steps injects fresh noise that no network call ever sees.
+    """
+    ddim = NoiseScheduler(config(clip_sample=False), kind='ddim')
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn((2, 16, 4), generator=gen)
+    eps = torch.randn((2, 16, 4), generator=gen)
+    start, m = 20, 14
+    a_start = alpha_bar(ddim, int(ddim.timesteps[start]))
+    a_end = alpha_bar(ddim, int(ddim.timesteps[start + m]))
+    x0 = (x - math.sqrt(1 - a_start) * eps) / math.sqrt(a_start)
+    jump = math.sqrt(a_end) * x0 + math.sqrt(1 - a_end) * eps
+    out = x
+    for k in range(start, start + m):
+        out = ddim.step(k, eps, out, None)
+    torch.testing.assert_close(out, jump, rtol=1e-4, atol=1e-4)
+    ddpm = NoiseScheduler(config(clip_sample=False), kind='ddpm')
+    out = x
+    for k in range(start, start + m):
+        out = ddpm.step(k, eps, out, torch.randn(x.shape, generator=gen))
+    assert (out - jump).abs().mean() > 0.1
