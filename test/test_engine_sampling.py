@@ -332,3 +332,38 @@ def test_condition_all_steps_equals_per_pair_conditioning(batch):
         again = condition_all_steps(model, tokens, scheduler, time_memory)
     assert time_memory.shape == (k, 1, config.n_emb)
     assert torch.equal(again, memory)  # precomputed time tokens change nothing
+
+
+@pytest.mark.parametrize('kind', ['ddpm', 'ddim'])
+def test_gated_twin_with_one_hot_gates_matches_the_sparse_sampler(kind):
+    """The pruner is trained through sample_gated; it must compute what sample_sparse runs."""
+    from sparse_policy_ros.sparsity.gated_sampler import sample_gated
+    from sparse_policy_ros.policy.model import ACTION
+    config = tiny_config(scheduler=kind)
+    model = make_model(config)
+    scheduler = NoiseScheduler(config)
+    k, nb = scheduler.num_inference_steps, config.n_branches
+    cache = RolloutCache()
+    rollout = torch.zeros(k, nb, 1, config.horizon, config.n_emb)
+    gen = torch.Generator().manual_seed(11)
+    for call in range(3):
+        ready = cache.prepare(k, nb, (1, config.horizon, config.n_emb), torch.float32,
+                              torch.device('cpu'))
+        decisions = make_executable(
+            torch.randint(0, 4, (k, nb), generator=gen, dtype=torch.int8), ready)
+        if call == 0:  # the first call is dense, which fills the rollout cache
+            decisions = dense_decisions(k, nb)
+        else:
+            # Steps that reuse every branch (the sampler's fast path), with computes between.
+            decisions[3] = decisions[7] = S
+        memory = random_memory(config, k, 20 + call)
+        gates = nn.functional.one_hot(decisions.long(), 4).float()
+        with torch.inference_mode():
+            sparse = sample_sparse(model, memory, scheduler, draw_noise(scheduler, config, call),
+                                   cache, lambda: decisions)
+            gated, rollout = sample_gated(model, memory, scheduler,
+                                          draw_noise(scheduler, config, call), gates, rollout)
+        torch.testing.assert_close(model.normalizer.normalize(ACTION, sparse), gated,
+                                   rtol=1e-5, atol=1e-5)
+        if call:
+            assert (decisions[1:] == R).any()  # rollout reuse was exercised

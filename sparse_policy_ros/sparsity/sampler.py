@@ -30,11 +30,26 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     n_branches = len(net.branches)
     x = noise.initial
     step_latest: list[torch.Tensor | None] = [None] * n_branches
+    # Sum of step_latest, kept while no branch is recomputed: a step that reuses every branch
+    # from the previous step then costs one add instead of n_branches.
+    latest_sum: torch.Tensor | None = None
     rows: list[list[int]] | None = None
+    all_step_reuse: list[bool] = []
     for k in range(scheduler.num_inference_steps):
         if k == 1:
             rows = get_decisions().tolist()
+            all_step_reuse = [row.count(REUSE_STEP) == n_branches for row in rows]
+        if rows is not None and all_step_reuse[k]:
+            if latest_sum is None:
+                latest_sum = step_latest[0]
+                for delta in step_latest[1:]:
+                    latest_sum = latest_sum + delta
+            x = scheduler.step(k, net.output(net.embed_actions(x) + latest_sum), x,
+                               noise.at(k))
+            continue
         row = rows[k] if rows is not None else [COMPUTE] * n_branches
+        if COMPUTE in row:
+            latest_sum = None
         mem_k = memory[k]
         h = net.embed_actions(x)
         latest_of_kind: list[torch.Tensor | None] = [None] * BRANCHES_PER_LAYER
