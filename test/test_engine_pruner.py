@@ -6,6 +6,7 @@ import pytest
 from sparse_policy_ros.sparsity.decisions import Decision, make_executable
 from sparse_policy_ros.sparsity.pruner import (
     AsyncPrunerRunner, decide, load_pruner, Pruner, PrunerConfig, save_pruner)
+from sparse_policy_ros.sparsity.schedules import static_schedule
 import torch
 
 C = int(Decision.COMPUTE)
@@ -67,6 +68,33 @@ def test_pruner_output_shape_and_untrained_pruner_prefers_compute():
         logits = pruner(memory)
     assert logits.shape == (7, 2, 12, 4)
     assert (decide(logits) == C).all()
+
+
+@pytest.mark.parametrize('name', ['fora', 'fixed'])
+def test_prior_initialised_pruner_reproduces_the_static_schedule(name, tmp_path):
+    k, nb = 30, 12
+    schedule = static_schedule(name, k, nb, 0.8)
+    pruner = Pruner(PrunerConfig(n_branches=nb, cond_dim=32, n_steps=k))
+    pruner.init_prior_from(schedule)
+    pruner.eval()
+    memory = torch.randn(k, 2, 3, 32)
+    with torch.inference_mode():
+        logits = pruner(memory)
+        assert torch.equal(decide(logits), schedule)
+        # With the schedule's own budget the exact-budget path picks the same entries.
+        assert torch.equal(decide(logits, 0.8), schedule)
+    save_pruner(pruner, tmp_path)
+    loaded, _ = load_pruner(tmp_path)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(memory), logits)
+    with pytest.raises(ValueError, match='expected n_steps = 30'):
+        pruner(torch.randn(10, 1, 3, 32))
+    with pytest.raises(ValueError, match='schedule must have shape'):
+        pruner.init_prior_from(schedule[:5])
+    with pytest.raises(ValueError, match='has no prior'):
+        Pruner(PrunerConfig(n_branches=nb, cond_dim=32)).init_prior_from(schedule)
+    with pytest.raises(ValueError, match='n_steps'):
+        PrunerConfig(n_steps=-1)
 
 
 @pytest.mark.parametrize('target', [None, 0.5, 0.9])

@@ -38,12 +38,18 @@ class PrunerConfig:
     d_model: int = 64  # pruner width
     n_head: int = 2  # attention heads
     mlp_ratio: int = 2  # MLP hidden = mlp_ratio * d_model
+    # > 0: a learned per-(step, branch) prior over the decisions is added to the logits (the
+    # static part of the schedule; the transformer supplies the observation-dependent part).
+    # It fixes the number of denoising steps the pruner can serve. 0: no prior.
+    n_steps: int = 0
 
     def __post_init__(self):
         for name in ('n_branches', 'cond_dim', 'd_model', 'n_head', 'mlp_ratio'):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f'pruner {name} must be a positive int, got {value!r}')
+        if not isinstance(self.n_steps, int) or self.n_steps < 0:
+            raise ValueError(f'pruner n_steps must be an int >= 0, got {self.n_steps!r}')
         if self.d_model % self.n_head:
             raise ValueError(
                 f'pruner d_model ({self.d_model}) must be divisible by n_head ({self.n_head})')
@@ -69,6 +75,9 @@ class Pruner(nn.Module):
         self.head = nn.Linear(d, N_DECISIONS)
         # Added to the COMPUTE logit; set after training so argmax decisions hit the target.
         self.register_buffer('compute_bias', torch.zeros(()))
+        self.step_prior = (nn.Parameter(torch.zeros(config.n_steps, config.n_branches,
+                                                    N_DECISIONS))
+                           if config.n_steps else None)
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
             # Start out preferring COMPUTE: an untrained pruner is (nearly) dense.
@@ -76,6 +85,9 @@ class Pruner(nn.Module):
 
     def forward(self, memory: torch.Tensor) -> torch.Tensor:
         k, b, length, e = memory.shape
+        if self.step_prior is not None and k != self.config.n_steps:
+            raise ValueError(f'pruner memory has {k} denoising steps, expected n_steps = '
+                             f'{self.config.n_steps} (the steps its prior was trained for)')
         ctx = self.memory_proj(memory.reshape(k * b, length, e))  # (K*B, L, d)
         q = self.queries.expand(k * b, -1, -1)  # (K*B, nb, d)
         y = self.norm_self(q)
@@ -85,7 +97,27 @@ class Pruner(nn.Module):
         logits = self.head(self.norm_out(q))  # (K*B, nb, 4)
         bias = torch.zeros(N_DECISIONS, device=logits.device, dtype=logits.dtype)
         bias[int(Decision.COMPUTE)] = self.compute_bias
-        return (logits + bias).view(k, b, self.config.n_branches, N_DECISIONS)
+        logits = (logits + bias).view(k, b, self.config.n_branches, N_DECISIONS)
+        if self.step_prior is not None:
+            logits = logits + self.step_prior.to(logits.dtype)[:, None]
+        return logits
+
+    def init_prior_from(self, schedule: torch.Tensor, strength: float = 4.0) -> None:
+        """
+        Start from a static schedule (K, nb): the prior favours its decision by ``strength``.
+
+        The head is zeroed, so the untrained pruner's argmax reproduces ``schedule`` exactly;
+        distillation then learns where the observation should change it.
+        """
+        if self.step_prior is None:
+            raise ValueError('pruner n_steps is 0: it has no prior to initialise')
+        if tuple(schedule.shape) != tuple(self.step_prior.shape[:2]):
+            raise ValueError(f'schedule must have shape {tuple(self.step_prior.shape[:2])}, '
+                             f'got {tuple(schedule.shape)}')
+        with torch.no_grad():
+            self.head.bias.zero_()
+            self.step_prior.copy_(strength * nn.functional.one_hot(
+                schedule.long(), N_DECISIONS).to(self.step_prior.dtype))
 
 
 def decide(logits: torch.Tensor, target_sparsity: float | None = None) -> torch.Tensor:

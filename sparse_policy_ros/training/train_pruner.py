@@ -35,7 +35,7 @@ from ..sparsity.decisions import Decision, make_executable, sparsity_of
 from ..sparsity.gated_sampler import sample_gated, straight_through
 from ..sparsity.pruner import calibrate_compute_bias, decide, Pruner, PrunerConfig, save_pruner
 from ..sparsity.sampler import sample_sparse
-from ..sparsity.schedules import fixed_schedule
+from ..sparsity.schedules import fixed_schedule, static_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def evaluate(model: DiffusionPolicy, scheduler: NoiseScheduler, trajectories: li
 def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: int,
                  out: Path, epochs: int = 1, lr: float = 1e-3, sparsity_weight: float = 1.0,
                  held_out: int = 4, seed: int = 0, max_calls: int | None = None,
-                 d_model: int | None = None) -> dict:
+                 d_model: int | None = None, init_schedule: str = 'none') -> dict:
     """Distill a pruner for the frozen policy in ``policy_dir``; returns its record."""
     if not 0.0 < target < 1.0:
         raise ValueError(f'--target-sparsity must be in (0, 1), got {target}')
@@ -127,18 +127,23 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
         return [t[:max_calls] if max_calls else t for t in trajs]
 
     train_trajs, val_trajs = load(train_eps), load(val_eps)
-    pruner_config = PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb)
-    if d_model:
-        pruner_config = PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb,
-                                     d_model=d_model)
-    pruner = Pruner(pruner_config)
-    with torch.no_grad():
-        # Start from "reuse the previous step everywhere" (sparsity ~ 1 - 1/K): the error term
-        # then buys back compute where it matters. Starting from the dense side (the inference
-        # default) left the sparsity term too weak to reach ~0.93 in a few hundred calls.
-        pruner.head.bias.copy_(torch.tensor([0.0, -1.0, 1.0, -1.0]))
-    optimizer = torch.optim.AdamW(pruner.parameters(), lr=lr, weight_decay=1e-4)
     k, nb = scheduler.num_inference_steps, config.n_branches
+    if init_schedule not in ('none', 'fora', 'fixed'):
+        raise ValueError(f'--init-schedule must be none, fora or fixed, got {init_schedule!r}')
+    sizes = {'d_model': d_model} if d_model else {}
+    pruner = Pruner(PrunerConfig(n_branches=nb, cond_dim=config.n_emb,
+                                 n_steps=0 if init_schedule == 'none' else k, **sizes))
+    if init_schedule == 'none':
+        with torch.no_grad():
+            # Start from "reuse the previous step everywhere" (sparsity ~ 1 - 1/K): the error
+            # term then buys back compute where it matters. Starting from the dense side (the
+            # inference default) left the sparsity term too weak to reach ~0.93 in a few
+            # hundred calls.
+            pruner.head.bias.copy_(torch.tensor([0.0, -1.0, 1.0, -1.0]))
+    else:
+        # Start exactly at a static schedule whose closed-loop quality is known.
+        pruner.init_prior_from(static_schedule(init_schedule, k, nb, target), strength=2.0)
+    optimizer = torch.optim.AdamW(pruner.parameters(), lr=lr, weight_decay=1e-4)
     shape = (1, config.horizon, config.n_emb)
     total_calls = epochs * sum(len(t) for t in train_trajs)
     progress = tqdm(total=total_calls, desc='train-pruner', dynamic_ncols=True, mininterval=5.0)
@@ -195,12 +200,16 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
     err_pruner, sp_pruner = evaluate(model, scheduler, val_trajs, pruner_decisions, seed)
     static = fixed_schedule(k, nb, min(max(sp_pruner, 0.0), 0.99))
     err_fixed, sp_fixed = evaluate(model, scheduler, val_trajs, lambda ctx: static, seed)
+    fora = static_schedule('fora', k, nb, min(max(sp_pruner, 0.0), 0.99))
+    err_fora, sp_fora = evaluate(model, scheduler, val_trajs, lambda ctx: fora, seed)
     record = {'target_sparsity': target, 'achieved_sparsity': sp_pruner,
               'compute_bias': bias,
               'held_out_action_l1': err_pruner, 'fixed_schedule_sparsity': sp_fixed,
-              'fixed_schedule_action_l1': err_fixed, 'train_trajectories': train_eps,
+              'fixed_schedule_action_l1': err_fixed, 'fora_schedule_sparsity': sp_fora,
+              'fora_schedule_action_l1': err_fora, 'train_trajectories': train_eps,
               'held_out_trajectories': val_eps, 'epochs': epochs, 'lr': lr,
               'sparsity_weight': sparsity_weight, 'train_calls': len(history),
+              'init_schedule': init_schedule,
               'elapsed_s': round(time.time() - started, 1),
               'final_train_error': float(np.mean([h['error'] for h in history[-50:]]))
               if history else None}
@@ -212,7 +221,8 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
     save_pruner(pruner, out, record)
     print('\n| pruner | value |\n|---|---:|')
     for key in ('target_sparsity', 'achieved_sparsity', 'held_out_action_l1',
-                'fixed_schedule_sparsity', 'fixed_schedule_action_l1', 'elapsed_s'):
+                'fixed_schedule_sparsity', 'fixed_schedule_action_l1', 'fora_schedule_sparsity',
+                'fora_schedule_action_l1', 'elapsed_s'):
         print(f'| {key} | {record[key]:.4f} |')
     return record
 
@@ -232,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--max-calls', type=int, default=None,
                         help='calls per trajectory (default: the whole trajectory)')
     parser.add_argument('--d-model', type=int, default=None, help='pruner width')
+    parser.add_argument('--init-schedule', default='none', choices=['none', 'fora', 'fixed'],
+                        help='warm-start the pruner on this static schedule at the target')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', required=True, type=Path,
                         help='folder to write the pruner to (the policy folder itself is fine)')
@@ -242,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         train_pruner(args.policy, args.dataset, args.target_sparsity, args.trajectories,
                      args.out, epochs=args.epochs, lr=args.lr,
                      sparsity_weight=args.sparsity_weight, held_out=args.held_out,
-                     seed=args.seed, max_calls=args.max_calls, d_model=args.d_model)
+                     seed=args.seed, max_calls=args.max_calls, d_model=args.d_model,
+                     init_schedule=args.init_schedule)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-pruner: error: {error}', file=sys.stderr)
         return 2
