@@ -20,7 +20,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
@@ -34,6 +33,7 @@ from .image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from .inference_worker import InferenceWorker
 from .joint_states import joint_positions_from_msg
 from .message_errors import MessageError
+from .node_main import run_node
 from .observation_buffer import AssembledObservation, ObservationBuffer
 from .params import CONFIGURE, declare, POLICY_PARAMS, RANDOM_MODEL, spec_by_name, values
 from .policy_loader import load_sparse_policy
@@ -595,25 +595,7 @@ class PolicyNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Run the policy node until shut down; non-zero exit when start-up fails."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PolicyNode()
-        if not node.autostart_ok:
-            node.get_logger().fatal('autostart failed (see the error above); exiting')
-            return 1
-        rclpy.spin(node)
-    except ValueError as error:
-        print(f'policy_node: {error}', file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node('policy_node', PolicyNode, (ValueError,), args)
 
 
 if __name__ == '__main__':

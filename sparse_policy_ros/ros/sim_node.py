@@ -20,7 +20,6 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
@@ -33,6 +32,7 @@ from trajectory_msgs.msg import JointTrajectory
 from .diagnostics import make_status
 from .image_conversion import rgb_to_image_fields
 from .message_errors import MessageError
+from .node_main import run_node
 from .params import declare, SIM_PARAMS, values
 from .trajectory import seconds_to_stamp, stamp_to_seconds
 from .trajectory_follower import TrajectoryFollower
@@ -288,22 +288,7 @@ class SimNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the simulation node until shut down; non-zero exit when the task cannot start."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimNode()
-        rclpy.spin(node)
-    except RuntimeError as error:
-        print(f'sim_node: {error}', file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node('sim_node', SimNode, (RuntimeError,), args)
 
 
 if __name__ == '__main__':
