@@ -16,6 +16,7 @@ from collections import deque
 import datetime
 import json
 import math
+import os
 from pathlib import Path
 import platform
 import sys
@@ -116,7 +117,9 @@ def evaluate_mode(model: Path, mode: str, episodes: int, seed_start: int,
     return {
         'mode': mode, 'target_sparsity': target_sparsity, 'episodes': len(results),
         'success_rate': successes / max(1, len(results)), 'success_ci95': [low, high],
-        'action_deviation_from_dense': float(np.mean(deviation)) if deviation else 0.0,
+        # None: not measured (--no-deviation); dense is its own reference.
+        'action_deviation_from_dense': (0.0 if mode == 'dense' else
+                                        float(np.mean(deviation)) if deviation else None),
         'latency_p50_ms': float(np.percentile(latencies, 50)) if latencies else None,
         'latency_p99_ms': float(np.percentile(latencies, 99)) if latencies else None,
         'sparsity': float(np.mean(sparsity)) if sparsity else 0.0,
@@ -132,9 +135,11 @@ def markdown_table(rows: list[dict]) -> str:
              'GFLOP/call |', '|---|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
         flops = '' if r['flops_per_call'] is None else f"{r['flops_per_call'] / 1e9:.3f}"
+        deviation = r['action_deviation_from_dense']
+        deviation = 'not measured' if deviation is None else f'{deviation:.4f}'
         lines.append(
             f"| {r['mode']} | {r['success_rate']:.2f} | {r['success_ci95'][0]:.2f}-"
-            f"{r['success_ci95'][1]:.2f} | {r['action_deviation_from_dense']:.4f} | "
+            f"{r['success_ci95'][1]:.2f} | {deviation} | "
             f"{r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} | {r['sparsity']:.3f} | "
             f'{flops} |')
     return '\n'.join(lines)
@@ -177,11 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
             'machine': f'{platform.node()} {platform.machine()} {platform.processor()}',
-            'cpu_count': torch.get_num_threads(), 'torch': torch.__version__,
+            'cpu_count': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
+            'torch': torch.__version__,
             'model': str(args.model), 'command': ' '.join(sys.argv)}
     (args.out / 'eval.json').write_text(json.dumps({'meta': meta, 'modes': rows}, indent=2))
-    (args.out / 'eval.md').write_text(f"Evaluated {meta['date']} on {meta['machine']} "
-                                      f"(torch {meta['torch']}).\n\n{table}\n")
+    (args.out / 'eval.md').write_text(
+        f"Evaluated {meta['date']} on {meta['machine']} ({meta['cpu_count']} CPUs, torch "
+        f"{meta['torch']}, {meta['torch_threads']} intra-op threads).\n\n"
+        f"Command: `{meta['command']}`\n\n{table}\n")
     return 0
 
 

@@ -1,0 +1,61 @@
+"""eval-policy on the shipped default model: a few short episodes, every reported field."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from sparse_policy_ros.sim.evaluate import main
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'default'
+FIELDS = {'mode', 'target_sparsity', 'episodes', 'success_rate', 'success_ci95',
+          'action_deviation_from_dense', 'latency_p50_ms', 'latency_p99_ms', 'sparsity',
+          'flops_per_call', 'calls', 'episodes_detail'}
+
+
+def run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
+    out = tmp_path / 'eval'
+    assert main(['--model', str(DEFAULT_MODEL), '--episodes', '2', '--max-steps', '20',
+                 '--target-sparsity', '0.92', '--out', str(out), *extra]) == 0
+    return json.loads((out / 'eval.json').read_text()), (out / 'eval.md').read_text()
+
+
+def test_default_model_reports_every_field(tmp_path):
+    report, table = run(tmp_path, '--modes', 'dense,static,pruner')
+    rows = {row['mode']: row for row in report['modes']}
+    assert list(rows) == ['dense', 'fixed', 'pruner']
+    for mode, row in rows.items():
+        assert set(row) == FIELDS, mode
+        assert row['episodes'] == 2 and len(row['episodes_detail']) == 2
+        assert [e['seed'] for e in row['episodes_detail']] == [100000, 100001]
+        low, high = row['success_ci95']
+        assert 0.0 <= low <= row['success_rate'] <= high <= 1.0
+        assert row['calls'] >= 2 * 2  # 20 steps at 8 executed actions: >= 3 calls an episode
+        assert 0 < row['latency_p50_ms'] <= row['latency_p99_ms']
+        assert row['flops_per_call'] > 0
+        assert f"| {mode} |" in table
+    assert rows['dense']['sparsity'] == 0.0 and rows['dense']['action_deviation_from_dense'] == 0
+    for mode in ('fixed', 'pruner'):
+        # The first call of an episode is dense by design, so the mean sits a little below.
+        assert 0.75 < rows[mode]['sparsity'] <= 0.92 + 1e-6
+        assert rows[mode]['flops_per_call'] < rows['dense']['flops_per_call'] / 2
+        assert math.isfinite(rows[mode]['action_deviation_from_dense'])
+        assert rows[mode]['action_deviation_from_dense'] > 0
+    meta = report['meta']
+    assert meta['torch_threads'] >= 1 and meta['cpu_count'] >= 1 and meta['model']
+    assert 'Command: `' in table
+
+
+def test_skipped_deviation_is_reported_as_not_measured(tmp_path):
+    report, table = run(tmp_path, '--modes', 'fora', '--no-deviation')
+    assert report['modes'][0]['action_deviation_from_dense'] is None
+    assert '| not measured |' in table
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--modes', 'dense,turbo'], "unknown modes ['turbo']"),
+    (['--episodes', '0'], '--episodes must be >= 1, got 0'),
+])
+def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, args, message):
+    assert main(['--model', str(DEFAULT_MODEL), '--out', str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
