@@ -33,7 +33,7 @@ def test_default_model_reports_every_field(tmp_path):
         assert row['calls'] >= 2 * 2  # 20 steps at 8 executed actions: >= 3 calls an episode
         assert 0 < row['latency_p50_ms'] <= row['latency_p99_ms']
         assert row['flops_per_call'] > 0
-        assert f"| {mode} |" in table
+        assert f'| {mode} |' in table
     assert rows['dense']['sparsity'] == 0.0 and rows['dense']['action_deviation_from_dense'] == 0
     for mode in ('fixed', 'pruner'):
         # The first call of an episode is dense by design, so the mean sits a little below.
