@@ -160,3 +160,19 @@ def test_pruner_reaches_target_and_beats_static(trained, dataset, tmp_path):
     policy = SparsePolicy.from_pretrained(tmp_path / 'p', device='cpu', mode='pruner')
     assert policy.pruner is not None
     policy.close()
+
+
+def test_pruner_started_at_a_static_schedule_is_exactly_that_schedule(trained, dataset,
+                                                                      tmp_path):
+    # No distillation (epochs=0): the prior alone must reproduce FORA on the held-out calls.
+    record = train_pruner(trained, dataset, target=0.8, trajectories=2, out=tmp_path / 'p',
+                          epochs=0, held_out=1, seed=0, init_schedule='fora')
+    assert record['init_schedule'] == 'fora' and record['train_calls'] == 0
+    assert record['achieved_sparsity'] == pytest.approx(record['fora_schedule_sparsity'])
+    assert record['held_out_action_l1'] == pytest.approx(record['fora_schedule_action_l1'])
+    assert record['held_out_action_l1'] != pytest.approx(record['fixed_schedule_action_l1'])
+    pruner, _ = load_pruner(tmp_path / 'p')
+    assert pruner.config.n_steps > 0
+    with pytest.raises(ValueError, match='--init-schedule must be none, fora or fixed'):
+        train_pruner(trained, dataset, target=0.8, trajectories=2, out=tmp_path / 'q',
+                     epochs=0, held_out=1, init_schedule='ddim')
