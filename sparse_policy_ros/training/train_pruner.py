@@ -98,7 +98,8 @@ def evaluate(model: DiffusionPolicy, scheduler: NoiseScheduler, trajectories: li
 def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: int,
                  out: Path, epochs: int = 1, lr: float = 1e-3, sparsity_weight: float = 1.0,
                  held_out: int = 4, seed: int = 0, max_calls: int | None = None,
-                 d_model: int | None = None, init_schedule: str = 'none') -> dict:
+                 d_model: int | None = None, init_schedule: str = 'none',
+                 prior_strength: float = 2.0) -> dict:
     """Distill a pruner for the frozen policy in ``policy_dir``; returns its record."""
     if not 0.0 < target < 1.0:
         raise ValueError(f'--target-sparsity must be in (0, 1), got {target}')
@@ -142,7 +143,8 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
             pruner.head.bias.copy_(torch.tensor([0.0, -1.0, 1.0, -1.0]))
     else:
         # Start exactly at a static schedule whose closed-loop quality is known.
-        pruner.init_prior_from(static_schedule(init_schedule, k, nb, target), strength=2.0)
+        pruner.init_prior_from(static_schedule(init_schedule, k, nb, target),
+                               strength=prior_strength)
     optimizer = torch.optim.AdamW(pruner.parameters(), lr=lr, weight_decay=1e-4)
     shape = (1, config.horizon, config.n_emb)
     total_calls = epochs * sum(len(t) for t in train_trajs)
@@ -210,6 +212,7 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
               'held_out_trajectories': val_eps, 'epochs': epochs, 'lr': lr,
               'sparsity_weight': sparsity_weight, 'train_calls': len(history),
               'init_schedule': init_schedule,
+              'prior_strength': prior_strength if init_schedule != 'none' else None,
               'elapsed_s': round(time.time() - started, 1),
               'final_train_error': float(np.mean([h['error'] for h in history[-50:]]))
               if history else None}
@@ -244,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--d-model', type=int, default=None, help='pruner width')
     parser.add_argument('--init-schedule', default='none', choices=['none', 'fora', 'fixed'],
                         help='warm-start the pruner on this static schedule at the target')
+    parser.add_argument('--prior-strength', type=float, default=2.0,
+                        help='logit margin of the initial schedule (smaller: easier to move)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', required=True, type=Path,
                         help='folder to write the pruner to (the policy folder itself is fine)')
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.out, epochs=args.epochs, lr=args.lr,
                      sparsity_weight=args.sparsity_weight, held_out=args.held_out,
                      seed=args.seed, max_calls=args.max_calls, d_model=args.d_model,
-                     init_schedule=args.init_schedule)
+                     init_schedule=args.init_schedule, prior_strength=args.prior_strength)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-pruner: error: {error}', file=sys.stderr)
         return 2
