@@ -61,11 +61,17 @@ def test_round_trip_gives_identical_actions(tmp_path):
     assert json.loads((folder / CONFIG_FILE).read_text())['task'] == 'unit'
 
 
-def test_unknown_config_key_is_a_value_error(tmp_path):
+def folder_with_policy_change(tmp_path, **changes):
+    """Save a policy, then edit its config.json's policy section (weights unchanged)."""
     folder, _, _ = saved_folder(tmp_path)
     data = json.loads((folder / CONFIG_FILE).read_text())
-    data['policy']['n_layers'] = 2
+    data['policy'].update(changes)
     (folder / CONFIG_FILE).write_text(json.dumps(data))
+    return folder
+
+
+def test_unknown_config_key_is_a_value_error(tmp_path):
+    folder = folder_with_policy_change(tmp_path, n_layers=2)
     with pytest.raises(ValueError, match="unknown keys \\['n_layers'\\]"):
         load_policy(folder)
 
@@ -82,10 +88,7 @@ def test_bad_format_version_and_missing_section(tmp_path):
 
 
 def test_weights_that_do_not_match_the_config(tmp_path):
-    folder, _, _ = saved_folder(tmp_path)
-    data = json.loads((folder / CONFIG_FILE).read_text())
-    data['policy']['n_emb'] = 64
-    (folder / CONFIG_FILE).write_text(json.dumps(data))
+    folder = folder_with_policy_change(tmp_path, n_emb=64)
     with pytest.raises(ValueError) as info:
         load_policy(folder)
     message = str(info.value)
@@ -94,10 +97,7 @@ def test_weights_that_do_not_match_the_config(tmp_path):
 
 
 def test_missing_layer_in_weights(tmp_path):
-    folder, _, _ = saved_folder(tmp_path)
-    data = json.loads((folder / CONFIG_FILE).read_text())
-    data['policy']['n_layer'] = 3
-    (folder / CONFIG_FILE).write_text(json.dumps(data))
+    folder = folder_with_policy_change(tmp_path, n_layer=3)
     with pytest.raises(ValueError, match='missing .*branches.6'):
         load_policy(folder)
 
