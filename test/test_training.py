@@ -93,6 +93,28 @@ def test_resume_after_interruption_reaches_same_step(tmp_path, dataset):
     assert [h['step'] for h in final['history']] == [10, 20, 30, 40]
 
 
+def test_init_from_starts_at_the_given_weights(tmp_path, dataset, trained):
+    # One step at a negligible learning rate: the result is the source's weights, not a
+    # fresh initialisation (which would be far from them).
+    config = write_config(tmp_path / 'c.yaml', steps=1, warmup_steps=0, lr=1e-12,
+                          checkpoint_every=1, val_every=1)
+    policy_config, train_config = load_run_config(config)
+    out = tmp_path / 'ft'
+    train(dataset, policy_config, train_config, out, device='cpu', init_from=trained)
+    source, tuned = load_policy(trained).state_dict(), load_policy(out).state_dict()
+    for name, value in source.items():
+        torch.testing.assert_close(tuned[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_init_from_refuses_other_normalization_stats(tmp_path, trained):
+    other = make_dataset(tmp_path / 'other.zarr', seed=5)
+    config = write_config(tmp_path / 'c.yaml', steps=1)
+    policy_config, train_config = load_run_config(config)
+    with pytest.raises(ValueError, match='normalization stats'):
+        train(other, policy_config, train_config, tmp_path / 'ft', device='cpu',
+              init_from=trained)
+
+
 def test_optimizer_state_round_trips_through_safetensors(tmp_path):
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

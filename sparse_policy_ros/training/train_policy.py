@@ -26,7 +26,7 @@ from .checkpointing import latest_checkpoint, load_training_state, save_training
 from .replay_buffer import ReplayBuffer
 from .sequence_dataset import compute_stats, SequenceDataset, split_episodes
 from .train_config import load_run_config, train_config_dict, TrainConfig
-from ..policy.checkpoint import save_policy
+from ..policy.checkpoint import load_policy, save_policy
 from ..policy.config import PolicyConfig
 from ..policy.model import ACTION, DiffusionPolicy
 from ..policy.observation import OBS_IMAGES, OBS_STATE
@@ -89,6 +89,25 @@ def build_datasets(dataset: Path, policy_config: PolicyConfig,
 
 
 @torch.no_grad()
+def init_weights_from(model: DiffusionPolicy, folder: Path) -> None:
+    """
+    Start from a trained model folder's (EMA) weights: fine-tuning, or a new cosine cycle.
+
+    The folder's normalization stats must equal the dataset's, or the weights would be fed
+    differently scaled inputs than they were trained on.
+    """
+    source = load_policy(folder)
+    ours, theirs = model.normalizer.stats_tensors(), source.normalizer.stats_tensors()
+    for key, value in ours.items():
+        if key not in theirs or not torch.allclose(value, theirs[key], rtol=1e-5, atol=1e-6):
+            raise ValueError(f'--init-from {folder}: its normalization stats {key} = '
+                             f'{theirs.get(key)} differ from those of the dataset, {value}; '
+                             f'train it on the dataset it was trained on')
+    model.load_state_dict(source.state_dict())
+    logger.info('initialised weights from %s', folder)
+
+
+@torch.no_grad()
 def validation_loss(model: DiffusionPolicy, loader: DataLoader, batches: int,
                     device: torch.device, seed: int) -> float:
     """Mean loss over the first ``batches`` validation batches with fixed noise."""
@@ -104,7 +123,8 @@ def validation_loss(model: DiffusionPolicy, loader: DataLoader, batches: int,
 
 
 def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig, out: Path,
-          resume: bool = False, device: str = 'auto', stop_after: int | None = None) -> dict:
+          resume: bool = False, device: str = 'auto', stop_after: int | None = None,
+          init_from: Path | None = None) -> dict:
     """Train (or resume) a dense policy; returns the final summary."""
     distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
     if device == 'auto':
@@ -125,6 +145,8 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
                                                                    train_config)
     model = DiffusionPolicy(policy_config)
     model.normalizer.set_stats(stats)
+    if init_from is not None:
+        init_weights_from(model, Path(init_from))
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
@@ -150,7 +172,8 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
     autocast = (torch.autocast('cuda', dtype=torch.bfloat16) if dev.type == 'cuda'
                 else torch.autocast('cpu', enabled=False))
     extra = {'dataset': str(dataset), 'train_episodes': train_idx, 'val_episodes': val_idx,
-             'training': train_config_dict(train_config)}
+             'training': train_config_dict(train_config),
+             'init_from': None if init_from is None else str(init_from)}
     total = train_config.steps
     progress = tqdm(total=total, initial=step, desc='train-policy', disable=rank != 0,
                     dynamic_ncols=True, mininterval=5.0)
@@ -220,15 +243,22 @@ def main(argv: list[str] | None = None) -> int:
                         help='continue from <out>/checkpoints/latest')
     parser.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
     parser.add_argument('--steps', type=int, default=None, help='override training.steps')
+    parser.add_argument('--lr', type=float, default=None, help='override training.lr')
+    parser.add_argument('--warmup-steps', type=int, default=None,
+                        help='override training.warmup_steps')
+    parser.add_argument('--init-from', type=Path, default=None,
+                        help='start from the weights of this model folder (ignored on '
+                             '--resume when a checkpoint exists)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
         policy_config, train_config = load_run_config(args.config)
-        if args.steps is not None:
-            train_config = TrainConfig(**{**train_config_dict(train_config),
-                                          'steps': args.steps})
+        overrides = {name: value for name, value in (
+            ('steps', args.steps), ('lr', args.lr), ('warmup_steps', args.warmup_steps))
+            if value is not None}
+        train_config = TrainConfig(**{**train_config_dict(train_config), **overrides})
         train(args.dataset, policy_config, train_config, args.out, resume=args.resume,
-              device=args.device)
+              device=args.device, init_from=args.init_from)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-policy: error: {error}', file=sys.stderr)
         return 2
