@@ -7,10 +7,13 @@ DEMO_ARGS ?=
 
 .PHONY: demo test lint bench venv clean
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py
+$(STAMP): requirements.txt requirements-dev.txt setup.py Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
 	$(PY) -m pip install -r requirements-dev.txt
+	# gym-hil only for its Franka Panda MJCF (sim/panda_env.py); --no-deps keeps gymnasium,
+	# pygame and friends out (a requirements file cannot say --no-deps for one line).
+	$(PY) -m pip install --no-deps gym-hil==0.1.14
 	$(PY) -m pip install --no-deps -e .
 	@touch $(STAMP)
 
