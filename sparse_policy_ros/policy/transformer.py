@@ -58,10 +58,19 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,
                 mask: torch.Tensor | None) -> torch.Tensor:
-        b, t, e = x.shape
+        return self.attend(self.project_query(x), context, mask)
+
+    def project_query(self, x: torch.Tensor) -> torch.Tensor:
+        """Query projection (B, T, E) -> (B, T, E): split out so a constant query is reused."""
+        return self.q(x)
+
+    def attend(self, q: torch.Tensor, context: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention of projected queries ``q`` (B, T, E) to ``context`` (B, S, E)."""
+        b, t, e = q.shape
         s = context.shape[1]
         h = self.n_head
-        q = self.q(x).view(b, t, h, e // h).transpose(1, 2)  # (B, h, T, e/h)
+        q = q.view(b, t, h, e // h).transpose(1, 2)  # (B, h, T, e/h)
         k, v = self.kv(context).view(b, s, 2, h, e // h).permute(2, 0, 3, 1, 4)  # (B, h, S, e/h)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.p_drop if self.training else 0.0)
@@ -82,7 +91,8 @@ class SelfAttentionBranch(nn.Module):
     def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         y = self.norm(h)
         t = h.shape[1]
-        return self.drop(self.attn(y, y, self.mask[:t, :t]))
+        out = self.attn(y, y, self.mask[:t, :t])
+        return self.drop(out) if self.training else out
 
 
 class CrossAttentionBranch(nn.Module):
@@ -100,7 +110,8 @@ class CrossAttentionBranch(nn.Module):
 
     def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         t = h.shape[1]
-        return self.drop(self.attn(self.norm(h), memory, self.mask[:t]))
+        out = self.attn(self.norm(h), memory, self.mask[:t])
+        return self.drop(out) if self.training else out
 
 
 class MLPBranch(nn.Module):
@@ -114,7 +125,8 @@ class MLPBranch(nn.Module):
         self.drop = nn.Dropout(config.p_drop_attn)
 
     def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(F.gelu(self.fc1(self.norm(h)))))
+        out = self.fc2(F.gelu(self.fc1(self.norm(h))))
+        return self.drop(out) if self.training else out
 
 
 BRANCH_CLASSES = (SelfAttentionBranch, CrossAttentionBranch, MLPBranch)
@@ -184,7 +196,29 @@ class DiffusionTransformer(nn.Module):
     def embed_actions(self, x: torch.Tensor) -> torch.Tensor:
         """Noisy normalized actions (B, T, Da) -> residual stream (B, T, E)."""
         t = x.shape[1]
-        return self.drop(self.input_emb(x) + self.pos_emb[:, :t])
+        h = F.linear(x, self.input_emb.weight, self.input_emb.bias) + self.pos_emb[:, :t]
+        # Dropout is the identity in eval mode; skipping its module call saves ~5% of a
+        # 90%-sparse call on a CPU (one call per denoising step).
+        return self.drop(h) if self.training else h
+
+    def stream_offset(self, added: torch.Tensor) -> torch.Tensor:
+        """
+        Fold the embedding's constant terms into a residual delta: (B, T, E) -> (B, T, E).
+
+        With ``c = stream_offset(d)``, ``embed_actions_plus(x, c)`` equals
+        ``embed_actions(x) + d`` (eval mode, up to float rounding) in one fused op: the
+        sampler's path for steps that reuse every branch, where ``d`` is the same each step.
+        """
+        t = added.shape[1]
+        return added + (self.input_emb.bias + self.pos_emb[:, :t])
+
+    def embed_actions_plus(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """``x @ W_in^T + offset`` for (B, T, Da) and an offset from :meth:`stream_offset`."""
+        if self.training:
+            raise RuntimeError('embed_actions_plus skips dropout: use it in eval mode only')
+        b = x.shape[0]
+        weight = self.input_emb.weight.t().expand(b, -1, -1)  # (B, Da, E)
+        return torch.baddbmm(offset.expand(b, -1, -1), x, weight)
 
     def branch(self, index: int, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """Residual delta of branch ``index`` for stream ``h`` (B, T, E)."""
@@ -192,7 +226,9 @@ class DiffusionTransformer(nn.Module):
 
     def output(self, h: torch.Tensor) -> torch.Tensor:
         """Residual stream -> predicted noise (B, T, Da)."""
-        return self.head(self.ln_f(h))
+        y = F.layer_norm(h, self.ln_f.normalized_shape, self.ln_f.weight, self.ln_f.bias,
+                         self.ln_f.eps)
+        return F.linear(y, self.head.weight, self.head.bias)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """Dense forward: every branch computed. x (B, T, Da), memory (B, L, E)."""

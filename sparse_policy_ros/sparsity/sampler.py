@@ -32,6 +32,8 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     step_latest: list[torch.Tensor | None] = [None] * n_branches
     # Sum of step_latest, kept while no branch is recomputed: a step that reuses every branch
     # from the previous step then costs one add instead of n_branches.
+    # Held as ``net.stream_offset(sum)`` (input bias and position embedding folded in), so the
+    # step's stream is one fused op.
     latest_sum: torch.Tensor | None = None
     rows: list[list[int]] | None = None
     all_step_reuse: list[bool] = []
@@ -39,12 +41,13 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
         if k == 1:
             rows = get_decisions().tolist()
             all_step_reuse = [row.count(REUSE_STEP) == n_branches for row in rows]
-        if rows is not None and all_step_reuse[k]:
+        if rows is not None and all_step_reuse[k] and not net.training:
             if latest_sum is None:
                 latest_sum = step_latest[0]
                 for delta in step_latest[1:]:
                     latest_sum = latest_sum + delta
-            x = scheduler.step(k, net.output(net.embed_actions(x) + latest_sum), x,
+                latest_sum = net.stream_offset(latest_sum)
+            x = scheduler.step(k, net.output(net.embed_actions_plus(x, latest_sum)), x,
                                noise.at(k))
             continue
         row = rows[k] if rows is not None else [COMPUTE] * n_branches
