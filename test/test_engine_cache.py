@@ -106,3 +106,24 @@ def test_pruner_policy_first_call_after_reset_skips_pruner_and_is_dense():
     assert (second.stats.decisions[0] == Decision.COMPUTE).all()
     policy.reset()
     assert policy.predict(obs).stats.dense_call
+
+
+def test_mark_computed_and_storage_key():
+    # A CUDA graph replay writes the store on the device; the host bookkeeping follows here.
+    cache = RolloutCache()
+    assert cache.storage_key is None
+    cache.prepare(3, 6, (1, 4, 8), torch.float32, CPU)
+    key = cache.storage_key
+    computed = torch.zeros(3, 6, dtype=torch.bool)
+    computed[0] = True
+    cache.mark_computed(computed)
+    cache.rollout(0, 5)  # marked entries are readable
+    with pytest.raises(RuntimeError):
+        cache.rollout(1, 0)
+    assert not cache.ready
+    cache.mark_computed(~computed)
+    assert cache.ready  # marks accumulate
+    assert cache.prepare(3, 6, (1, 4, 8), torch.float32, CPU) is True
+    assert cache.storage_key == key  # same storage across calls
+    cache.prepare(4, 6, (1, 4, 8), torch.float32, CPU)
+    assert cache.storage_key != key  # a new layout is a new key, whatever the address

@@ -367,3 +367,13 @@ def test_gated_twin_with_one_hot_gates_matches_the_sparse_sampler(kind):
                                    rtol=1e-5, atol=1e-5)
         if call:
             assert (decisions[1:] == R).any()  # rollout reuse was exercised
+
+
+def test_cuda_graphs_need_cuda():
+    config = tiny_config()
+    if torch.cuda.is_available():
+        pytest.skip('this checks the CPU-only error; python -m sparse_policy_ros.gpu_check '
+                    'tests the graphs themselves on a GPU')
+    with pytest.raises(ValueError, match='cuda_graphs=True needs a CUDA device'):
+        SparsePolicy(make_model(config), mode='dense', device='cpu', cuda_graphs=True,
+                     warmup=False)

@@ -184,11 +184,15 @@ def main(argv: list[str] | None = None) -> int:
             'machine': f'{platform.node()} {platform.machine()} {platform.processor()}',
             'cpu_count': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
             'torch': torch.__version__,
-            'model': str(args.model), 'command': ' '.join(sys.argv)}
+            'model': str(args.model), 'command': ' '.join(sys.argv),
+            'device': args.device}
+    if args.device.startswith('cuda') and torch.cuda.is_available():
+        meta['device_name'] = torch.cuda.get_device_name(args.device)
     (args.out / 'eval.json').write_text(json.dumps({'meta': meta, 'modes': rows}, indent=2))
     (args.out / 'eval.md').write_text(
         f"Evaluated {meta['date']} on {meta['machine']} ({meta['cpu_count']} CPUs, torch "
-        f"{meta['torch']}, {meta['torch_threads']} intra-op threads).\n\n"
+        f"{meta['torch']}, {meta['torch_threads']} intra-op threads, device "
+        f"{meta.get('device_name', meta['device'])}).\n\n"
         f"Command: `{meta['command']}`\n\n{table}\n")
     return 0
 

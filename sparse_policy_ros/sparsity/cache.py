@@ -50,6 +50,17 @@ class RolloutCache:
             raise RuntimeError(f'rollout cache has no entry for step {step}, branch {branch}')
         return self._store[step, branch]
 
+    def mark_computed(self, computed: torch.Tensor) -> None:
+        """Record entries written on the device without ``store`` (a CUDA graph replay)."""
+        self._filled |= computed.numpy().astype(bool)
+
+    @property
+    def storage_key(self) -> tuple | None:
+        """Identity of the device storage (address and layout): what a CUDA graph wrote into."""
+        if self._store is None:
+            return None
+        return (self._store.data_ptr(), self._key)
+
     @property
     def ready(self) -> bool:
         """Whether every (step, branch) entry holds a computed value."""

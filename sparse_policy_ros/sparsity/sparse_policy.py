@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .cache import RolloutCache
+from .cuda_graphs import GraphedSampler
 from .decisions import dense_decisions, make_executable, sparsity_of
 from .flops import count_flops
 from .pruner import AsyncPrunerRunner, load_pruner, Pruner, PrunerConfig, PrunerResult
@@ -100,7 +101,7 @@ class SparsePolicy:
     def __init__(self, model: DiffusionPolicy, pruner: Pruner | None = None, mode: str = 'pruner',
                  target_sparsity: float | None = None, num_inference_steps: int | None = None,
                  device: str | torch.device = 'auto', warmup: bool = True, seed: int = 0,
-                 async_pruner: bool | None = None):
+                 async_pruner: bool | None = None, cuda_graphs: bool | None = None):
         if mode not in MODES:
             raise ValueError(f'mode must be one of {list(MODES)}, got {mode!r}')
         if mode == 'pruner' and pruner is None:
@@ -126,6 +127,12 @@ class SparsePolicy:
             self.pruner = pruner.to(self.device).eval().requires_grad_(False)
             self._runner = AsyncPrunerRunner(self.pruner, self.device)
         self.async_pruner = resolve_async_pruner(async_pruner, self.device)
+        # CUDA graphs replay repeated calls in one launch (sparsity/cuda_graphs.py); default on
+        # CUDA. On a CPU there is nothing to graph.
+        if cuda_graphs and self.device.type != 'cuda':
+            raise ValueError(f'cuda_graphs=True needs a CUDA device, got {self.device}')
+        use_graphs = self.device.type == 'cuda' if cuda_graphs is None else cuda_graphs
+        self._graphed = GraphedSampler() if use_graphs else None
         self._static = None
         if mode in ('dense', 'fora', 'fixed', 'ddim'):
             name = mode if mode in ('fora', 'fixed') else 'dense'
@@ -144,13 +151,14 @@ class SparsePolicy:
     def from_pretrained(cls, path: str | os.PathLike, device: str = 'auto', mode: str = 'pruner',
                         target_sparsity: float | None = None,
                         num_inference_steps: int | None = None, warmup: bool = True,
-                        seed: int = 0, async_pruner: bool | None = None) -> 'SparsePolicy':
+                        seed: int = 0, async_pruner: bool | None = None,
+                        cuda_graphs: bool | None = None) -> 'SparsePolicy':
         """Load a model folder (and its pruner when ``mode='pruner'``)."""
         model = load_policy(path)
         pruner = load_pruner(path)[0] if mode == 'pruner' else None
         return cls(model, pruner, mode=mode, target_sparsity=target_sparsity,
                    num_inference_steps=num_inference_steps, device=device, warmup=warmup,
-                   seed=seed, async_pruner=async_pruner)
+                   seed=seed, async_pruner=async_pruner, cuda_graphs=cuda_graphs)
 
     @classmethod
     def random_init(cls, config: PolicyConfig, device: str = 'cpu', mode: str = 'fixed',
@@ -237,8 +245,14 @@ class SparsePolicy:
         noise = SamplingNoise.draw(self.scheduler, (1, self.config.horizon,
                                                     self.config.action_dim),
                                    self.device, generator or self._generator)
-        actions = sample_sparse(self.model, memory, self.scheduler, noise, self.cache,
-                                get_decisions)
+        if self._graphed is not None and not synchronous_pruner:
+            # A graph needs the decisions before launch: the pruner's overlap with step 0 is
+            # given up for a single-launch call.
+            actions = self._graphed.sample(self.model, memory, self.scheduler, noise,
+                                           self.cache, get_decisions(), rollout_ok)
+        else:
+            actions = sample_sparse(self.model, memory, self.scheduler, noise, self.cache,
+                                    get_decisions)
         actions_np = actions[0].float().cpu().numpy()
         end = time.perf_counter()
         decisions = executed[0] if executed else make_executable(self._planned_static(), False)
@@ -275,6 +289,8 @@ class SparsePolicy:
             self._runner.close()
             self._runner = None
         self.cache.reset()
+        if self._graphed is not None:
+            self._graphed.clear()
         self.model = None
         self.pruner = None
         if self.device.type == 'cuda':
