@@ -153,19 +153,21 @@ def check_cuda_graphs(model: DiffusionPolicy, pruner: Pruner, device: torch.devi
             policy = SparsePolicy(model, pruner if mode == 'pruner' else None, mode=mode,
                                   target_sparsity=target_, device=device, warmup=True, seed=0,
                                   cuda_graphs=graphs)
+            warmup_captures = policy._graphed.captures if graphs else 0
             actions = []
             for i, observation in enumerate(obs):
                 if i == len(obs) // 2:
                     policy.reset()  # the dense first call again, then rollout reuse again
                 chunk = policy.predict(observation, generator=torch.Generator().manual_seed(i))
                 actions.append(chunk.actions)
-            outputs[graphs] = (actions, policy._graphed)
+            outputs[graphs] = (actions, policy._graphed, warmup_captures)
             policy.close()
         graphed = outputs[True][1]
         rows[mode] = {
             'bit_identical': all(np.array_equal(a, b)
                                  for a, b in zip(outputs[True][0], outputs[False][0])),
             'replays': graphed.replays, 'captures': graphed.captures,
+            'captured_in_warmup': outputs[True][2],
             'eager_calls': graphed.eager_calls}
     passed = all(r['bit_identical'] and r['replays'] > 0 for r in rows.values())
     return {'passed': passed, 'calls': len(obs), 'modes': rows}

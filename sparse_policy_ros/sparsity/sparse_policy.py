@@ -190,15 +190,22 @@ class SparsePolicy:
         return self.cache.nbytes
 
     def warmup(self) -> None:
-        """Run a dense and a sparse call on a blank observation, then reset."""
+        """
+        Run a dense and a sparse call on a blank observation, then reset.
+
+        With CUDA graphs the pair runs once more, so that the graphs of the dense first call
+        and of the static schedule are captured here rather than during the first episode.
+        """
         _, h, w = self.config.image_shape
         t = self.config.n_obs_steps
         blank = {OBS_IMAGES: {c: np.zeros((t, h, w, 3), np.uint8)
                               for c in self.config.camera_names},
                  OBS_STATE: np.zeros((t, self.config.state_dim), np.float32)}
-        for _ in range(2):
-            self.predict(blank)
-        self.reset()
+        rounds = 1 if self._graphed is None else self._graphed.min_sightings
+        for _ in range(rounds):
+            for _ in range(2):
+                self.predict(blank)
+            self.reset()
         self.calls = 0
 
     def predict(self, observation: dict, generator: torch.Generator | None = None,
