@@ -85,6 +85,8 @@ POLICY_PARAMS = (
               READ_ONLY),
     ParamSpec('device', 'auto', "Torch device: 'auto' picks CUDA when available.", CONFIGURE,
               choices=DEVICES),
+    ParamSpec('cuda_graphs', True, 'On CUDA, replay repeated calls from CUDA graphs (one '
+              'launch per call, bit-identical actions); false = eager kernels.', CONFIGURE),
     ParamSpec('sparsity_mode', 'pruner', 'How branches are skipped: dense, the learned pruner, '
               'or a static baseline schedule.', CONFIGURE, choices=SPARSITY_MODES),
     ParamSpec('target_sparsity', -1.0, 'Fraction of (step, branch) entries reused, in [0, 1); '

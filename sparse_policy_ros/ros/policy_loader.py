@@ -52,13 +52,16 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str]:
     target = settings['target_sparsity']
     target = None if target < 0 else float(target)
     steps = int(settings['num_inference_steps']) or None
+    # True = wherever the device allows (CUDA only), False = never.
+    graphs = None if settings['cuda_graphs'] else False
     if settings['model_path'] == RANDOM_MODEL:
         config = random_policy_config(settings['random_policy'], joint_names, camera_names)
         if steps is not None:
             config = PolicyConfig.from_dict({**config.to_dict(), 'num_inference_steps': steps})
         policy = SparsePolicy.random_init(config, device=settings['device'],
                                           mode=settings['sparsity_mode'],
-                                          target_sparsity=target, seed=int(settings['seed']))
+                                          target_sparsity=target, seed=int(settings['seed']),
+                                          cuda_graphs=graphs)
         source = 'RANDOM WEIGHTS (model_path: random)'
     else:
         path = resolve_model_path(settings['model_path'])
@@ -66,7 +69,7 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str]:
                                               mode=settings['sparsity_mode'],
                                               target_sparsity=target,
                                               num_inference_steps=steps, warmup=True,
-                                              seed=int(settings['seed']))
+                                              seed=int(settings['seed']), cuda_graphs=graphs)
         source = str(path)
     config = policy.config
     problems = []

@@ -164,7 +164,8 @@ class SparsePolicy:
     def random_init(cls, config: PolicyConfig, device: str = 'cpu', mode: str = 'fixed',
                     target_sparsity: float | None = 0.8, seed: int = 0,
                     warmup: bool = True, state_range: float = np.pi,
-                    async_pruner: bool | None = None) -> 'SparsePolicy':
+                    async_pruner: bool | None = None,
+                    cuda_graphs: bool | None = None) -> 'SparsePolicy':
         """Random weights (for synthetic tests and demos without a trained model)."""
         torch.manual_seed(seed)
         model = DiffusionPolicy(config)
@@ -178,7 +179,8 @@ class SparsePolicy:
         if mode == 'pruner':
             pruner = Pruner(PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb))
         return cls(model, pruner, mode=mode, target_sparsity=target_sparsity, device=device,
-                   warmup=warmup, seed=seed, async_pruner=async_pruner)
+                   warmup=warmup, seed=seed, async_pruner=async_pruner,
+                   cuda_graphs=cuda_graphs)
 
     def reset(self) -> None:
         """Forget the rollout cache: the next call is dense."""
