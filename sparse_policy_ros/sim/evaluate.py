@@ -7,6 +7,9 @@ the same observations with the same noise, predict latency p50/p99, achieved spa
 FLOPs per call (counted with FlopCounterMode on one call per episode), and saves JSON and a
 markdown table.
 
+The environment is ``--env`` (:mod:`.envs`), by default the one named by the model's
+``policy.extra.task`` (``arm_push`` when it names none).
+
 Receding horizon: a call every ``n_action_steps`` control steps; the chunk's executable actions
 are applied one per step; the observation history is padded with the first frame at reset.
 """
@@ -26,6 +29,8 @@ import torch
 from tqdm import tqdm
 
 from .env import ArmPushEnv
+from .envs import env_name_for_task, ENV_NAMES, make_env
+from ..policy.checkpoint import load_config
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..sparsity.sparse_policy import MODES, SparsePolicy
 
@@ -91,14 +96,16 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
 
 def evaluate_mode(model: Path, mode: str, episodes: int, seed_start: int,
                   target_sparsity: float | None, device: str, with_deviation: bool,
-                  max_steps: int) -> dict:
-    """All episodes of one mode."""
+                  max_steps: int, env_name: str | None = None) -> dict:
+    """All episodes of one mode, in ``env_name`` (default: the model's task)."""
     policy = SparsePolicy.from_pretrained(model, device=device, mode=mode,
                                           target_sparsity=target_sparsity)
     reference = None
     if with_deviation and mode != 'dense':
         reference = SparsePolicy.from_pretrained(model, device=device, mode='dense')
-    env = ArmPushEnv(image_size=policy.config.image_shape[1], max_steps=max_steps)
+    if env_name is None:
+        env_name = env_name_for_task(policy.config.extra)
+    env = make_env(env_name, image_size=policy.config.image_shape[1], max_steps=max_steps)
     results = []
     try:
         for i in tqdm(range(episodes), desc=f'eval {mode}', dynamic_ncols=True):
@@ -157,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seed-start', type=int, default=DEFAULT_SEED_START)
     parser.add_argument('--max-steps', type=int, default=150)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--env', choices=ENV_NAMES, default=None,
+                        help="environment (default: the model's policy.extra.task)")
     parser.add_argument('--no-deviation', action='store_true',
                         help='skip the dense reference calls (halves the time)')
     parser.add_argument('--out', type=Path, default=Path('results/eval'))
@@ -171,12 +180,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f'eval-policy: error: --episodes must be >= 1, got {args.episodes}',
               file=sys.stderr)
         return 2
+    try:
+        env_name = args.env or env_name_for_task(load_config(args.model).extra)
+    except ValueError as error:
+        print(f'eval-policy: error: {error}', file=sys.stderr)
+        return 2
     target = None if args.target_sparsity < 0 else args.target_sparsity
     rows = []
     for mode in modes:
         rows.append(evaluate_mode(args.model, mode, args.episodes, args.seed_start,
                                   None if mode == 'dense' else target, args.device,
-                                  not args.no_deviation, args.max_steps))
+                                  not args.no_deviation, args.max_steps, env_name))
     table = markdown_table(rows)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             'machine': f'{platform.node()} {platform.machine()} {platform.processor()}',
             'cpu_count': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
             'torch': torch.__version__,
-            'model': str(args.model), 'command': ' '.join(sys.argv),
+            'model': str(args.model), 'env': env_name, 'command': ' '.join(sys.argv),
             'device': args.device}
     if args.device.startswith('cuda') and torch.cuda.is_available():
         meta['device_name'] = torch.cuda.get_device_name(args.device)

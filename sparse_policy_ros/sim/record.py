@@ -1,9 +1,13 @@
 """
-Record scripted-expert demonstrations of ArmPushEnv into a Diffusion Policy replay buffer.
+Record scripted-expert demonstrations of a push task into a Diffusion Policy replay buffer.
 
 Usage::
 
     record-demos --episodes 200 --out data/arm_push.zarr --seed-start 0 [--image-size 96]
+    record-demos --env panda_push --episodes 200 --out data/panda_push.zarr
+
+``--env`` picks the task (:mod:`.envs`: ``arm_push``, the default, or ``panda_push``); the same
+PushExpert drives either arm.
 
 Seeds ``seed_start, seed_start + 1, ...`` are tried until ``--episodes`` successful episodes are
 stored (at most ``--max-attempts`` seeds); failed episodes are dropped and counted. Each kept
@@ -29,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .env import ArmPushEnv, DEFAULT_MAX_STEPS
+from .envs import DEFAULT_ENV, ENV_NAMES, make_env
 from .expert import PushExpert
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..training.replay_buffer import ReplayBuffer
@@ -117,12 +122,14 @@ def env_metadata(env: ArmPushEnv, expert: PushExpert) -> dict:
 
 def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
                  image_size: int = 96, max_steps: int = DEFAULT_MAX_STEPS,
-                 max_attempts: int | None = None, progress: bool = True) -> RecordSummary:
+                 max_attempts: int | None = None, progress: bool = True,
+                 env_name: str = DEFAULT_ENV) -> RecordSummary:
     """
     Append ``episodes`` successful expert episodes to the replay buffer at ``out``.
 
     A new store is created if ``out`` does not exist; an existing one must come from the same
     task (joint names, image size and control rate are checked) and is appended to.
+    ``env_name`` is one of :data:`.envs.ENV_NAMES`.
     """
     if episodes < 1:
         raise ValueError(f'episodes must be >= 1, got {episodes}')
@@ -133,7 +140,7 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
         raise ValueError(f'max_attempts must be >= episodes ({episodes}), got {max_attempts}')
     path = Path(out)
     start = time.perf_counter()
-    env = ArmPushEnv(image_size=image_size, max_steps=max_steps, render=True)
+    env = make_env(env_name, image_size=image_size, max_steps=max_steps, render=True)
     try:
         expert = PushExpert(env)
         metadata = env_metadata(env, expert)
@@ -186,7 +193,9 @@ def main(args: list[str] | None = None) -> int:
     """Console entry point ``record-demos``."""
     parser = argparse.ArgumentParser(
         prog='record-demos',
-        description='Record scripted-expert ArmPush demonstrations into a zarr replay buffer.')
+        description='Record scripted-expert push demonstrations into a zarr replay buffer.')
+    parser.add_argument('--env', choices=ENV_NAMES, default=DEFAULT_ENV,
+                        help='task: arm_push (4-joint arm) or panda_push (Franka Panda, gym-hil)')
     parser.add_argument('--episodes', type=int, required=True,
                         help='number of successful episodes to store')
     parser.add_argument('--out', required=True,
@@ -203,8 +212,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         summary = record_demos(parsed.out, parsed.episodes, seed_start=parsed.seed_start,
                                image_size=parsed.image_size, max_steps=parsed.max_steps,
-                               max_attempts=parsed.max_attempts)
-    except (ValueError, FileExistsError) as error:
+                               max_attempts=parsed.max_attempts, env_name=parsed.env)
+    except (ValueError, FileExistsError, ImportError) as error:
         print(f'record-demos: {error}', file=sys.stderr)
         return 2
     print(summary.table())
