@@ -46,6 +46,17 @@ def test_default_model_reports_every_field(tmp_path):
     assert 'Command: `' in table
 
 
+def test_executed_actions_sets_the_replanning_period(tmp_path):
+    # 20 steps (no episode ends sooner: the expert needs >= 28): 5 calls at 4 executed
+    # actions, 3 at the model's 8.
+    report, _ = run(tmp_path, '--modes', 'fora', '--no-deviation', '--executed-actions', '4')
+    assert report['meta']['executed_actions'] == 4
+    assert report['modes'][0]['calls'] == 2 * 5
+    report, _ = run(tmp_path, '--modes', 'fora', '--no-deviation')
+    assert report['meta']['executed_actions'] == 8
+    assert report['modes'][0]['calls'] == 2 * 3
+
+
 def test_skipped_deviation_is_reported_as_not_measured(tmp_path):
     report, table = run(tmp_path, '--modes', 'fora', '--no-deviation')
     assert report['modes'][0]['action_deviation_from_dense'] is None
@@ -55,6 +66,7 @@ def test_skipped_deviation_is_reported_as_not_measured(tmp_path):
 @pytest.mark.parametrize('args, message', [
     (['--modes', 'dense,turbo'], "unknown modes ['turbo']"),
     (['--episodes', '0'], '--episodes must be >= 1, got 0'),
+    (['--executed-actions', '9'], '--executed-actions must be in [0, 8]'),
 ])
 def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, args, message):
     assert main(['--model', str(DEFAULT_MODEL), '--out', str(tmp_path), *args]) == 2

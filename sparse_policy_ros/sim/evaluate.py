@@ -57,7 +57,8 @@ def stack_history(history: deque) -> dict:
 
 
 def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
-                reference: SparsePolicy | None, count_flops: bool) -> dict:
+                reference: SparsePolicy | None, count_flops: bool,
+                executed_actions: int | None = None) -> dict:
     """One closed-loop episode; returns success, per-call latencies, sparsity, deviations."""
     config = policy.config
     policy.reset()
@@ -84,7 +85,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
                                       generator=torch.Generator().manual_seed(seed * 1000 + call))
             deviations.append(float(np.abs(dense.actions - chunk.actions).mean()))
         call += 1
-        for action in chunk.executable:
+        for action in chunk.executable[:executed_actions]:
             obs, _, terminated, truncated, info = env.step(action)
             history.append(obs)
             if terminated or truncated:
@@ -96,8 +97,14 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
 
 def evaluate_mode(model: Path, mode: str, episodes: int, seed_start: int,
                   target_sparsity: float | None, device: str, with_deviation: bool,
-                  max_steps: int, env_name: str | None = None) -> dict:
-    """All episodes of one mode, in ``env_name`` (default: the model's task)."""
+                  max_steps: int, env_name: str | None = None,
+                  executed_actions: int | None = None) -> dict:
+    """
+    All episodes of one mode, in ``env_name`` (default: the model's task).
+
+    ``executed_actions``: actions executed per chunk before the next call (the policy node's
+    ``executed_actions``); None = the model's ``n_action_steps``.
+    """
     policy = SparsePolicy.from_pretrained(model, device=device, mode=mode,
                                           target_sparsity=target_sparsity)
     reference = None
@@ -109,7 +116,8 @@ def evaluate_mode(model: Path, mode: str, episodes: int, seed_start: int,
     results = []
     try:
         for i in tqdm(range(episodes), desc=f'eval {mode}', dynamic_ncols=True):
-            results.append(run_episode(env, policy, seed_start + i, reference, True))
+            results.append(run_episode(env, policy, seed_start + i, reference, True,
+                                       executed_actions))
     finally:
         env.close()
         policy.close()
@@ -166,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--env', choices=ENV_NAMES, default=None,
                         help="environment (default: the model's policy.extra.task)")
+    parser.add_argument('--executed-actions', type=int, default=0,
+                        help="actions executed per chunk (receding horizon); 0 = the model's "
+                             'n_action_steps (the policy node parameter of the same name)')
     parser.add_argument('--no-deviation', action='store_true',
                         help='skip the dense reference calls (halves the time)')
     parser.add_argument('--out', type=Path, default=Path('results/eval'))
@@ -181,16 +192,22 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        env_name = args.env or env_name_for_task(load_config(args.model).extra)
+        config = load_config(args.model)
+        env_name = args.env or env_name_for_task(config.extra)
     except ValueError as error:
         print(f'eval-policy: error: {error}', file=sys.stderr)
         return 2
+    if not 0 <= args.executed_actions <= config.n_action_steps:
+        print(f'eval-policy: error: --executed-actions must be in [0, {config.n_action_steps}] '
+              f"(the model's n_action_steps), got {args.executed_actions}", file=sys.stderr)
+        return 2
+    executed = args.executed_actions or None
     target = None if args.target_sparsity < 0 else args.target_sparsity
     rows = []
     for mode in modes:
         rows.append(evaluate_mode(args.model, mode, args.episodes, args.seed_start,
                                   None if mode == 'dense' else target, args.device,
-                                  not args.no_deviation, args.max_steps, env_name))
+                                  not args.no_deviation, args.max_steps, env_name, executed))
     table = markdown_table(rows)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -199,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             'cpu_count': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
             'torch': torch.__version__,
             'model': str(args.model), 'env': env_name, 'command': ' '.join(sys.argv),
+            'executed_actions': executed or config.n_action_steps,
             'device': args.device}
     if args.device.startswith('cuda') and torch.cuda.is_available():
         meta['device_name'] = torch.cuda.get_device_name(args.device)
