@@ -22,6 +22,7 @@ from sparse_policy_ros.ros.policy_node import PolicyNode
 from sparse_policy_ros.ros.trajectory import stamp_to_seconds
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
+import torch
 from trajectory_msgs.msg import JointTrajectory
 
 pytestmark = pytest.mark.ros
@@ -379,3 +380,14 @@ def test_main_exits_non_zero_when_start_up_fails(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert f'model_path: expected a model folder, got {str(missing)!r}' in result.stderr
     assert 'autostart failed' in result.stderr
+
+
+def test_torch_threads_parameter_sets_the_intra_op_threads(ros_harness, make_policy_node):
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2  # a value that differs, so the check can fail
+    try:
+        node = make_policy_node(torch_threads=wanted)
+        assert node.autostart_ok
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)

@@ -85,6 +85,10 @@ POLICY_PARAMS = (
               READ_ONLY),
     ParamSpec('device', 'auto', "Torch device: 'auto' picks CUDA when available.", CONFIGURE,
               choices=DEVICES),
+    ParamSpec('torch_threads', 0, 'Intra-op threads for inference; 0 = torch default (one per '
+              'core). Set it below the core count when other processes share the cores: spinning '
+              'OpenMP threads on a busy core slow every call down.', CONFIGURE,
+              value_range=(0, 256)),
     ParamSpec('cuda_graphs', True, 'On CUDA, replay repeated calls from CUDA graphs (one '
               'launch per call, bit-identical actions); false = eager kernels.', CONFIGURE),
     ParamSpec('sparsity_mode', 'pruner', 'How branches are skipped: dense, the learned pruner, '

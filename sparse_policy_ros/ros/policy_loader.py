@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .params import RANDOM_MODEL
 from .paths import default_model_dir
 from ..policy.config import PolicyConfig
@@ -47,6 +49,9 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str]:
     ``settings`` holds the policy node's parameter values. The policy's cameras and joint
     count must match the node's, otherwise ValueError names both.
     """
+    if settings['torch_threads'] > 0:
+        # Process-wide: threads started afterwards (the node's inference worker) inherit it.
+        torch.set_num_threads(int(settings['torch_threads']))
     joint_names = list(settings['joint_names'])
     camera_names = list(settings['camera_names'])
     target = settings['target_sparsity']
