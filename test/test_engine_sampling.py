@@ -377,3 +377,37 @@ def test_cuda_graphs_need_cuda():
     with pytest.raises(ValueError, match='cuda_graphs=True needs a CUDA device'):
         SparsePolicy(make_model(config), mode='dense', device='cpu', cuda_graphs=True,
                      warmup=False)
+
+
+def test_graphed_sampler_before_capture_is_the_eager_sampler_and_its_memory_is_bounded():
+    # Runs on the CPU: until a decisions tensor is seen min_sightings times nothing is captured,
+    # and the calls are plain sample_sparse calls. Distinct decisions (a pruner whose choices vary
+    # per call) must not grow the bookkeeping without bound.
+    from sparse_policy_ros.sparsity.cuda_graphs import GraphedSampler, MAX_PENDING_KEYS
+    config = tiny_config()
+    model = make_model(config)
+    scheduler = NoiseScheduler(config)
+    k, nb = scheduler.num_inference_steps, config.n_branches
+    graphed = GraphedSampler(min_sightings=10 ** 6)
+    cache = RolloutCache()
+    with torch.inference_mode():
+        for call in range(MAX_PENDING_KEYS + 20):
+            cache.prepare(k, nb, (1, config.horizon, config.n_emb), torch.float32,
+                          torch.device('cpu'))
+            # Distinct per call: the call number's bits say which entries reuse the step.
+            bits = torch.tensor([(call >> b) & 1 for b in range((k - 1) * nb)], dtype=torch.bool)
+            decisions = dense_decisions(k, nb)
+            decisions[1:][bits.view(k - 1, nb)] = S
+            memory = random_memory(config, k, call)
+            out = graphed.sample(model, memory, scheduler, draw_noise(scheduler, config, call),
+                                 cache, decisions, True)
+            if call < 3:
+                twin = RolloutCache()
+                twin.prepare(k, nb, (1, config.horizon, config.n_emb), torch.float32,
+                             torch.device('cpu'))
+                expected = sample_sparse(model, memory, scheduler,
+                                         draw_noise(scheduler, config, call), twin,
+                                         lambda: decisions)
+                assert torch.equal(out, expected)
+    assert graphed.captures == 0 and graphed.eager_calls == MAX_PENDING_KEYS + 20
+    assert len(graphed._sightings) == MAX_PENDING_KEYS

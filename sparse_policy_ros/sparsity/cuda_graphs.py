@@ -18,7 +18,7 @@ Replays write the rollout cache on the device like an eager call; the host-side 
 which entries hold values is updated here (a replay runs no Python).
 """
 
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 import logging
 
@@ -32,6 +32,9 @@ from ..policy.sampler import SamplingNoise
 from ..policy.scheduler import NoiseScheduler
 
 logger = logging.getLogger(__name__)
+
+# Distinct decisions tensors remembered while waiting for their second sighting.
+MAX_PENDING_KEYS = 256
 
 
 @dataclass
@@ -54,7 +57,9 @@ class GraphedSampler:
         self.capacity = capacity
         self.min_sightings = min_sightings
         self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
-        self._sightings: Counter = Counter()
+        # Keys seen but not captured yet, least recently seen first; bounded, because a pruner
+        # whose decisions vary per call would otherwise add a key per call forever.
+        self._sightings: OrderedDict[tuple, int] = OrderedDict()
         self.replays = 0  # calls served by a graph
         self.captures = 0  # graphs recorded
         self.eager_calls = 0  # calls run without a graph
@@ -76,7 +81,10 @@ class GraphedSampler:
         key = self._key(model, memory, scheduler, noise, cache, decisions, rollout_ok)
         entry = self._graphs.get(key)
         if entry is None:
-            self._sightings[key] += 1
+            self._sightings[key] = self._sightings.get(key, 0) + 1
+            self._sightings.move_to_end(key)
+            while len(self._sightings) > MAX_PENDING_KEYS:
+                self._sightings.popitem(last=False)
             if self._sightings[key] < self.min_sightings:
                 self.eager_calls += 1
                 return sample_sparse(model, memory, scheduler, noise, cache, lambda: decisions)
