@@ -17,7 +17,8 @@ from sparse_policy_ros.training.checkpointing import (
     flatten_optimizer, latest_checkpoint, unflatten_optimizer)
 from sparse_policy_ros.training.replay_buffer import ReplayBuffer
 from sparse_policy_ros.training.train_config import load_run_config, TrainConfig
-from sparse_policy_ros.training.train_policy import main as train_policy_main, train
+from sparse_policy_ros.training.train_policy import (
+    init_weights_from, main as train_policy_main, train)
 from sparse_policy_ros.training.train_pruner import train_pruner
 import torch
 import yaml
@@ -113,6 +114,35 @@ def test_init_from_refuses_other_normalization_stats(tmp_path, trained):
     with pytest.raises(ValueError, match='normalization stats'):
         train(other, policy_config, train_config, tmp_path / 'ft', device='cpu',
               init_from=trained)
+
+
+def widened_copy(folder: Path, fraction: float):
+    """A fresh policy whose action.max lies ``fraction`` of the range above ``folder``'s."""
+    source = load_policy(folder)
+    stats = {name: {key: source.normalizer.stats_tensors()[f'{name}.{key}'].numpy()
+                    for key in ('min', 'max')} for name in source.normalizer.fields}
+    span = stats['action']['max'] - stats['action']['min']
+    stats['action']['max'] = stats['action']['max'] + fraction * span
+    fresh = type(source)(source.config)
+    fresh.normalizer.set_stats(stats)
+    return source, fresh
+
+
+def test_keep_stats_keeps_the_source_stats_for_slightly_wider_data(trained):
+    source, fresh = widened_copy(trained, 0.01)
+    with pytest.raises(ValueError, match='--keep-stats for more data'):
+        init_weights_from(fresh, trained)
+    init_weights_from(fresh, trained, keep_stats=True)
+    for key, value in source.normalizer.stats_tensors().items():
+        torch.testing.assert_close(fresh.normalizer.stats_tensors()[key], value, rtol=0, atol=0)
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_keep_stats_refuses_data_of_another_range(trained):
+    _, fresh = widened_copy(trained, 0.2)
+    with pytest.raises(ValueError, match=r'action.max .* by 20.0% of its range, expected at most'):
+        init_weights_from(fresh, trained, keep_stats=True)
 
 
 def test_optimizer_state_round_trips_through_safetensors(tmp_path):

@@ -88,22 +88,46 @@ def build_datasets(dataset: Path, policy_config: PolicyConfig,
     return train_set, val_set, stats, train_idx.tolist(), val_idx.tolist()
 
 
+# --keep-stats accepts a dataset whose min/max lie within this fraction of the source model's
+# range of each field: more data of the same task (a few more extreme samples), not another task.
+KEEP_STATS_TOLERANCE = 0.05
+
+
 @torch.no_grad()
-def init_weights_from(model: DiffusionPolicy, folder: Path) -> None:
+def init_weights_from(model: DiffusionPolicy, folder: Path, keep_stats: bool = False) -> None:
     """
     Start from a trained model folder's (EMA) weights: fine-tuning, or a new cosine cycle.
 
     The folder's normalization stats must equal the dataset's, or the weights would be fed
-    differently scaled inputs than they were trained on.
+    differently scaled inputs than they were trained on. With ``keep_stats`` (more data of the
+    same task) the folder's stats are kept instead, provided the dataset's differ by at most
+    ``KEEP_STATS_TOLERANCE`` of the folder's range per entry; normalized data then lies just
+    outside [-1, 1] where the dataset reaches further, and sampling clips to the kept range.
     """
     source = load_policy(folder)
     ours, theirs = model.normalizer.stats_tensors(), source.normalizer.stats_tensors()
     for key, value in ours.items():
-        if key not in theirs or not torch.allclose(value, theirs[key], rtol=1e-5, atol=1e-6):
+        if key not in theirs:
+            raise ValueError(f'--init-from {folder}: it has no normalization stats {key}')
+        if torch.allclose(value, theirs[key], rtol=1e-5, atol=1e-6):
+            continue
+        if not keep_stats:
             raise ValueError(f'--init-from {folder}: its normalization stats {key} = '
-                             f'{theirs.get(key)} differ from those of the dataset, {value}; '
-                             f'train it on the dataset it was trained on')
+                             f'{theirs[key]} differ from those of the dataset, {value}; '
+                             f'train it on the dataset it was trained on, or pass '
+                             f'--keep-stats for more data of the same task')
+        field = key.rsplit('.', 1)[0]
+        span = (theirs[f'{field}.max'] - theirs[f'{field}.min']).abs().clamp_min(1e-6)
+        worst = float(((value - theirs[key]).abs() / span).max())
+        if worst > KEEP_STATS_TOLERANCE:
+            raise ValueError(f'--keep-stats: dataset stats {key} = {value} differ from '
+                             f'{folder}\'s {theirs[key]} by {worst:.1%} of its range, expected '
+                             f'at most {KEEP_STATS_TOLERANCE:.0%}: another task, not more data')
+        logger.warning('--keep-stats: dataset %s = %s, keeping %s (%.2f%% of the range)', key,
+                       value.tolist(), theirs[key].tolist(), 100 * worst)
     model.load_state_dict(source.state_dict())
+    if keep_stats:
+        model.normalizer.load_stats_tensors(theirs)
     logger.info('initialised weights from %s', folder)
 
 
@@ -124,7 +148,7 @@ def validation_loss(model: DiffusionPolicy, loader: DataLoader, batches: int,
 
 def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig, out: Path,
           resume: bool = False, device: str = 'auto', stop_after: int | None = None,
-          init_from: Path | None = None) -> dict:
+          init_from: Path | None = None, keep_stats: bool = False) -> dict:
     """Train (or resume) a dense policy; returns the final summary."""
     distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
     if device == 'auto':
@@ -146,7 +170,7 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
     model = DiffusionPolicy(policy_config)
     model.normalizer.set_stats(stats)
     if init_from is not None:
-        init_weights_from(model, Path(init_from))
+        init_weights_from(model, Path(init_from), keep_stats)
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
@@ -173,7 +197,8 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
                 else torch.autocast('cpu', enabled=False))
     extra = {'dataset': str(dataset), 'train_episodes': train_idx, 'val_episodes': val_idx,
              'training': train_config_dict(train_config),
-             'init_from': None if init_from is None else str(init_from)}
+             'init_from': None if init_from is None else str(init_from),
+             'keep_stats': keep_stats}
     total = train_config.steps
     progress = tqdm(total=total, initial=step, desc='train-policy', disable=rank != 0,
                     dynamic_ncols=True, mininterval=5.0)
@@ -249,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--init-from', type=Path, default=None,
                         help='start from the weights of this model folder (ignored on '
                              '--resume when a checkpoint exists)')
+    parser.add_argument('--keep-stats', action='store_true',
+                        help="with --init-from: keep that model's normalization stats when the "
+                             "dataset's differ slightly (more data of the same task)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
@@ -258,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None}
         train_config = TrainConfig(**{**train_config_dict(train_config), **overrides})
         train(args.dataset, policy_config, train_config, args.out, resume=args.resume,
-              device=args.device, init_from=args.init_from)
+              device=args.device, init_from=args.init_from, keep_stats=args.keep_stats)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-policy: error: {error}', file=sys.stderr)
         return 2
