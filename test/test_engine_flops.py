@@ -23,6 +23,10 @@ def test_branch_flop_table_matches_closed_form():
     cross_attn = 2 * t * e * e + 2 * s * e * 2 * e + 2 * t * e * e + 4 * t * s * e
     mlp = 2 * (2 * t * e * config.mlp_ratio * e)
     assert table == [self_attn, cross_attn, mlp] * config.n_layer
+    # With the keys/values projected once per call, a cross-attention branch skips that GEMM.
+    cross_kv_given = cross_attn - 2 * s * e * 2 * e
+    assert branch_flop_table(DiffusionPolicy(config), precomputed_kv=True) == [
+        self_attn, cross_kv_given, mlp] * config.n_layer
 
 
 def test_skipped_flops_counts_reused_entries():
@@ -67,7 +71,7 @@ def test_sample_sparse_flops_fall_by_exactly_the_skipped_branches():
 def test_predict_flops_fall_by_exactly_the_skipped_branches(mode, target):
     config = PolicyConfig(**TINY)
     policy = SparsePolicy.random_init(config, mode=mode, target_sparsity=target, seed=0)
-    table = branch_flop_table(policy.model)
+    table = branch_flop_table(policy.model, precomputed_kv=True)  # as the CPU policy runs
     dense = policy.predict(observation(config, 0), count_flops_=True)
     assert dense.stats.dense_call and dense.stats.flops > 0
     sparse = policy.predict(observation(config, 1), count_flops_=True)
@@ -83,7 +87,7 @@ def test_pruner_mode_counts_the_pruner_too():
     config = PolicyConfig(**TINY)
     policy = SparsePolicy.random_init(config, mode='pruner', target_sparsity=0.8, seed=0)
     static = SparsePolicy.random_init(config, mode='fixed', target_sparsity=0.8, seed=0)
-    table = branch_flop_table(policy.model)
+    table = branch_flop_table(policy.model, precomputed_kv=True)
     dense = policy.predict(observation(config, 0), count_flops_=True).stats.flops
     assert static.predict(observation(config, 0), count_flops_=True).stats.flops == dense
     sparse = policy.predict(observation(config, 1), count_flops_=True)

@@ -143,8 +143,12 @@ def test_sparse_policy_dense_mode_equals_dense_sampler():
         image_t, state_t = model.observation_to_tensors(images, state, torch.device('cpu'))
         memory = condition_all_steps(model, model.encode_observation(image_t, state_t),
                                      policy.scheduler)
+        # On a CPU the policy projects the cross-attention keys/values once per call.
+        net = model.transformer
+        time_memory = time_memory_for(model, policy.scheduler, torch.device('cpu'))
+        cross_kv = net.cross_kv_steps(memory, net.cross_kv_time(time_memory))
         expected = sample_dense(model, memory, policy.scheduler,
-                                draw_noise(policy.scheduler, config, 11))
+                                draw_noise(policy.scheduler, config, 11), cross_kv)
     assert np.array_equal(chunk.actions, expected[0].numpy())
     assert chunk.stats.dense_call and chunk.stats.sparsity == 0.0
     assert chunk.actions.shape == (config.horizon, config.action_dim)
@@ -332,6 +336,33 @@ def test_condition_all_steps_equals_per_pair_conditioning(batch):
         again = condition_all_steps(model, tokens, scheduler, time_memory)
     assert time_memory.shape == (k, 1, config.n_emb)
     assert torch.equal(again, memory)  # precomputed time tokens change nothing
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_precomputed_cross_kv_equals_projecting_the_memory_at_each_step(batch):
+    config = tiny_config()
+    model = make_model(config)
+    net = model.transformer
+    scheduler = NoiseScheduler(config)
+    tokens = torch.randn(batch, config.n_obs_steps, model.obs_encoder.feature_dim)
+    with torch.inference_mode():
+        time_memory = time_memory_for(model, scheduler, torch.device('cpu'))
+        memory = condition_all_steps(model, tokens, scheduler, time_memory)
+        cross_kv = net.cross_kv_steps(memory, net.cross_kv_time(time_memory))
+        assert len(cross_kv) == config.n_layer
+        for layer, i in enumerate(net.cross_branches):
+            torch.testing.assert_close(cross_kv[layer], net.branches[i].attn.kv(memory),
+                                       rtol=1e-5, atol=1e-6)
+        h = torch.randn(batch, config.horizon, config.n_emb)
+        for k in (0, scheduler.num_inference_steps - 1):
+            for i in range(config.n_branches):
+                torch.testing.assert_close(net.branch(i, h, memory[k], cross_kv, k),
+                                           net.branch(i, h, memory[k]), rtol=1e-5, atol=1e-6)
+        first = memory[:, :1]  # the samplers run one observation (batch 1)
+        plain = sample_dense(model, first, scheduler, draw_noise(scheduler, config, 2))
+        fast = sample_dense(model, first, scheduler, draw_noise(scheduler, config, 2),
+                            [kv[:, :1] for kv in cross_kv])
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('kind', ['ddpm', 'ddim'])

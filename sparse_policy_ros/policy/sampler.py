@@ -55,13 +55,19 @@ def condition_all_steps(model: DiffusionPolicy, obs_tokens: torch.Tensor,
 
 
 def sample_dense(model: DiffusionPolicy, memory: torch.Tensor, scheduler: NoiseScheduler,
-                 noise: SamplingNoise) -> torch.Tensor:
-    """Run all K steps densely; returns unnormalized actions (B, T, Da)."""
+                 noise: SamplingNoise,
+                 cross_kv: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """
+    Run all K steps densely; returns unnormalized actions (B, T, Da).
+
+    ``cross_kv``: the memory's cross-attention keys/values precomputed per branch
+    (``DiffusionTransformer.cross_kv_steps``); projected at every step when None.
+    """
     net = model.transformer
     x = noise.initial
     for k in range(scheduler.num_inference_steps):
         h = net.embed_actions(x)
         for index in range(len(net.branches)):
-            h = h + net.branch(index, h, memory[k])
+            h = h + net.branch(index, h, memory[k], cross_kv, k)
         x = scheduler.step(k, net.output(h), x, noise.at(k))
     return model.normalizer.unnormalize(ACTION, x)

@@ -45,8 +45,18 @@ class SinusoidalTimeEmbedding(nn.Module):
         return torch.cat([args.sin(), args.cos()], dim=-1)  # (N, dim)
 
 
+def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
+    """
+    Boolean mask (True = attend) -> float mask, 0 where allowed and -inf elsewhere.
+
+    What scaled_dot_product_attention makes of a boolean mask on every call; made once here
+    (two ops fewer per attention call, ~5% of a 90%-sparse call on a CPU).
+    """
+    return torch.zeros(allowed.shape).masked_fill(~allowed, float('-inf'))
+
+
 class Attention(nn.Module):
-    """Multi-head attention with separate q / kv inputs and a boolean mask (True = attend)."""
+    """Multi-head attention with separate q / kv inputs and an additive float mask."""
 
     def __init__(self, n_emb: int, n_head: int, p_drop: float):
         super().__init__()
@@ -67,11 +77,18 @@ class Attention(nn.Module):
     def attend(self, q: torch.Tensor, context: torch.Tensor,
                mask: torch.Tensor | None) -> torch.Tensor:
         """Attention of projected queries ``q`` (B, T, E) to ``context`` (B, S, E)."""
+        return self.attend_kv(q, self.kv(context), mask)
+
+    def attend_kv(self, q: torch.Tensor, kv: torch.Tensor,
+                  mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention of projected queries (B, T, E) to projected keys/values ``kv`` (B, S, 2E)."""
         b, t, e = q.shape
-        s = context.shape[1]
+        s = kv.shape[1]
         h = self.n_head
         q = q.view(b, t, h, e // h).transpose(1, 2)  # (B, h, T, e/h)
-        k, v = self.kv(context).view(b, s, 2, h, e // h).permute(2, 0, 3, 1, 4)  # (B, h, S, e/h)
+        k, v = kv.view(b, s, 2, h, e // h).permute(2, 0, 3, 1, 4)  # (B, h, S, e/h)
+        if mask is not None and mask.dtype != q.dtype:
+            mask = mask.to(q.dtype)  # bf16 under CUDA autocast; a no-op in float32
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.p_drop if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, e))  # (B, T, E)
@@ -86,7 +103,7 @@ class SelfAttentionBranch(nn.Module):
         self.attn = Attention(config.n_emb, config.n_head, config.p_drop_attn)
         self.drop = nn.Dropout(config.p_drop_attn)
         mask = torch.tril(torch.ones(config.horizon, config.horizon, dtype=torch.bool))
-        self.register_buffer('mask', mask, persistent=False)
+        self.register_buffer('mask', additive_mask(mask), persistent=False)
 
     def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         y = self.norm(h)
@@ -106,11 +123,17 @@ class CrossAttentionBranch(nn.Module):
         # Action t sees memory token s when t >= s - 1 (time token and first obs always).
         t_idx = torch.arange(config.horizon)[:, None]
         s_idx = torch.arange(config.memory_len)[None, :]
-        self.register_buffer('mask', t_idx >= s_idx - 1, persistent=False)
+        self.register_buffer('mask', additive_mask(t_idx >= s_idx - 1), persistent=False)
 
     def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         t = h.shape[1]
         out = self.attn(self.norm(h), memory, self.mask[:t])
+        return self.drop(out) if self.training else out
+
+    def forward_kv(self, h: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """``forward`` with the memory's keys/values given: ``kv = self.attn.kv(memory)``."""
+        t = h.shape[1]
+        out = self.attn.attend_kv(self.attn.project_query(self.norm(h)), kv, self.mask[:t])
         return self.drop(out) if self.training else out
 
 
@@ -193,6 +216,37 @@ class DiffusionTransformer(nn.Module):
         return torch.cat([time_memory[:, None].expand(k, b, 1, e),
                           obs[None].expand(k, b, n_obs, e)], dim=2)  # (K, B, L, E)
 
+    def cross_kv_time(self, time_memory: torch.Tensor) -> list[torch.Tensor]:
+        """
+        Keys/values of the time tokens for every cross-attention branch: (K, 1, E) -> [(K, 1, 2E)].
+
+        Like ``time_memory`` they depend on the weights and steps alone; with
+        :meth:`cross_kv_steps` a call projects its observation tokens once per layer instead of
+        the whole memory at every computed step.
+        """
+        return [self.branches[i].attn.kv(time_memory) for i in self.cross_branches]
+
+    def cross_kv_steps(self, memory: torch.Tensor,
+                       time_kv: list[torch.Tensor]) -> list[torch.Tensor]:
+        """
+        Keys/values of a ``condition_steps`` memory (K, B, L, E) -> [(K, B, L, 2E)] per branch.
+
+        Only the time token varies with the step, so the observation tokens of step 0 are
+        projected once and broadcast; ``time_kv`` comes from :meth:`cross_kv_time`.
+        """
+        k, b = memory.shape[:2]
+        out = []
+        for kv_time, i in zip(time_kv, self.cross_branches):
+            kv_obs = self.branches[i].attn.kv(memory[0, :, 1:])  # (B, n_obs, 2E)
+            out.append(torch.cat([kv_time[:, None].expand(k, b, 1, -1),
+                                  kv_obs[None].expand(k, -1, -1, -1)], dim=2))
+        return out
+
+    @property
+    def cross_branches(self) -> range:
+        """Indices of the cross-attention branches."""
+        return range(CROSS_ATTN, len(self.branches), 3)
+
     def embed_actions(self, x: torch.Tensor) -> torch.Tensor:
         """Noisy normalized actions (B, T, Da) -> residual stream (B, T, E)."""
         t = x.shape[1]
@@ -220,8 +274,16 @@ class DiffusionTransformer(nn.Module):
         weight = self.input_emb.weight.t().expand(b, -1, -1)  # (B, Da, E)
         return torch.baddbmm(offset.expand(b, -1, -1), x, weight)
 
-    def branch(self, index: int, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """Residual delta of branch ``index`` for stream ``h`` (B, T, E)."""
+    def branch(self, index: int, h: torch.Tensor, memory: torch.Tensor,
+               cross_kv: list[torch.Tensor] | None = None, step: int = 0) -> torch.Tensor:
+        """
+        Residual delta of branch ``index`` for stream ``h`` (B, T, E).
+
+        ``cross_kv`` (from :meth:`cross_kv_steps`) gives a cross-attention branch the keys and
+        values of denoising step ``step`` instead of projecting ``memory`` again.
+        """
+        if cross_kv is not None and index % 3 == CROSS_ATTN:
+            return self.branches[index].forward_kv(h, cross_kv[index // 3][step])
         return self.branches[index](h, memory)
 
     def output(self, h: torch.Tensor) -> torch.Tensor:

@@ -18,14 +18,24 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any,
 
 
 @torch.inference_mode()
-def branch_flop_table(model: DiffusionPolicy, batch: int = 1) -> list[int]:
-    """Measure the FLOPs of one call of each branch for a (batch, horizon, E) stream, measured."""
+def branch_flop_table(model: DiffusionPolicy, batch: int = 1,
+                      precomputed_kv: bool = False) -> list[int]:
+    """
+    Measure the FLOPs of one call of each branch for a (batch, horizon, E) stream.
+
+    ``precomputed_kv``: cross-attention branches read keys/values projected once per call (what
+    ``SparsePolicy`` does on a CPU), so their per-step cost leaves out that projection.
+    """
     config = model.config
     device = next(model.parameters()).device
     h = torch.zeros(batch, config.horizon, config.n_emb, device=device)
     memory = torch.zeros(batch, config.memory_len, config.n_emb, device=device)
     net = model.transformer
-    return [count_flops(net.branch, i, h, memory)[1] for i in range(len(net.branches))]
+    cross_kv = None
+    if precomputed_kv:
+        kv = torch.zeros(1, batch, config.memory_len, 2 * config.n_emb, device=device)
+        cross_kv = [kv] * config.n_layer
+    return [count_flops(net.branch, i, h, memory, cross_kv)[1] for i in range(len(net.branches))]
 
 
 def skipped_flops(decisions: torch.Tensor, table: list[int]) -> int:

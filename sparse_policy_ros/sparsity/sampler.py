@@ -17,14 +17,16 @@ REUSE_STEP = int(Decision.REUSE_STEP)
 
 def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: NoiseScheduler,
                   noise: SamplingNoise, cache: RolloutCache,
-                  get_decisions: Callable[[], torch.Tensor]) -> torch.Tensor:
+                  get_decisions: Callable[[], torch.Tensor],
+                  cross_kv: list[torch.Tensor] | None = None) -> torch.Tensor:
     """
     Denoise with per-(step, branch) reuse; returns unnormalized actions (B, T, Da).
 
     ``get_decisions`` is called once, after step 0 (which is always computed), so a pruner can
     run concurrently with step 0. It must return an executable CPU tensor (see
     ``decisions.make_executable``). With all-COMPUTE decisions the arithmetic is exactly that
-    of ``policy.sampler.sample_dense``.
+    of ``policy.sampler.sample_dense`` (given the same ``cross_kv``: optional precomputed
+    cross-attention keys/values, ``DiffusionTransformer.cross_kv_steps``).
     """
     net = model.transformer
     n_branches = len(net.branches)
@@ -58,7 +60,7 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
         latest_of_kind: list[torch.Tensor | None] = [None] * BRANCHES_PER_LAYER
         for i, decision in enumerate(row):
             if decision == COMPUTE:
-                delta = net.branch(i, h, mem_k)
+                delta = net.branch(i, h, mem_k, cross_kv, k)
                 step_latest[i] = delta
                 latest_of_kind[i % BRANCHES_PER_LAYER] = delta
                 cache.store(k, i, delta)
@@ -73,3 +75,4 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     if scheduler.num_inference_steps == 1:
         get_decisions()
     return model.normalizer.unnormalize(ACTION, x)
+

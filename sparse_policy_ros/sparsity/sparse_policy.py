@@ -142,6 +142,12 @@ class SparsePolicy:
         # The time tokens' memory depends only on the (frozen) weights and the steps.
         with torch.inference_mode():
             self._time_memory = time_memory_for(self.model, self.scheduler, self.device)
+            # On a CPU the cross-attention keys/values of the time tokens are kept too, so a
+            # call projects only its observation tokens (once per layer, not per computed step:
+            # ~0.4 ms of a 90%-sparse call). On CUDA the per-step projection is left inside the
+            # (graphed) loop, where it costs no launch of its own.
+            self._time_kv = (self.model.transformer.cross_kv_time(self._time_memory)
+                             if self.device.type == 'cpu' else None)
         self._generator = torch.Generator().manual_seed(seed)
         self.calls = 0
         if warmup:
@@ -260,8 +266,10 @@ class SparsePolicy:
             actions = self._graphed.sample(self.model, memory, self.scheduler, noise,
                                            self.cache, get_decisions(), rollout_ok)
         else:
+            cross_kv = (None if self._time_kv is None else
+                        self.model.transformer.cross_kv_steps(memory, self._time_kv))
             actions = sample_sparse(self.model, memory, self.scheduler, noise, self.cache,
-                                    get_decisions)
+                                    get_decisions, cross_kv)
         actions_np = actions[0].float().cpu().numpy()
         end = time.perf_counter()
         decisions = executed[0] if executed else make_executable(self._planned_static(), False)
