@@ -117,7 +117,7 @@ def test_init_from_refuses_other_normalization_stats(tmp_path, trained):
 
 
 def widened_copy(folder: Path, fraction: float):
-    """A fresh policy whose action.max lies ``fraction`` of the range above ``folder``'s."""
+    """Load ``folder`` and make a fresh policy whose action.max lies ``fraction`` higher."""
     source = load_policy(folder)
     stats = {name: {key: source.normalizer.stats_tensors()[f'{name}.{key}'].numpy()
                     for key in ('min', 'max')} for name in source.normalizer.fields}

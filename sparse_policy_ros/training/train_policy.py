@@ -121,7 +121,7 @@ def init_weights_from(model: DiffusionPolicy, folder: Path, keep_stats: bool = F
         worst = float(((value - theirs[key]).abs() / span).max())
         if worst > KEEP_STATS_TOLERANCE:
             raise ValueError(f'--keep-stats: dataset stats {key} = {value} differ from '
-                             f'{folder}\'s {theirs[key]} by {worst:.1%} of its range, expected '
+                             f"{folder}'s {theirs[key]} by {worst:.1%} of its range, expected "
                              f'at most {KEEP_STATS_TOLERANCE:.0%}: another task, not more data')
         logger.warning('--keep-stats: dataset %s = %s, keeping %s (%.2f%% of the range)', key,
                        value.tolist(), theirs[key].tolist(), 100 * worst)
