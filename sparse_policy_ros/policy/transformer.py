@@ -14,6 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .config import PolicyConfig
+from .frozen import attention_core, FrozenTransformer
 
 SELF_ATTN = 0
 CROSS_ATTN = 1
@@ -82,16 +83,8 @@ class Attention(nn.Module):
     def attend_kv(self, q: torch.Tensor, kv: torch.Tensor,
                   mask: torch.Tensor | None) -> torch.Tensor:
         """Attention of projected queries (B, T, E) to projected keys/values ``kv`` (B, S, 2E)."""
-        b, t, e = q.shape
-        s = kv.shape[1]
-        h = self.n_head
-        q = q.view(b, t, h, e // h).transpose(1, 2)  # (B, h, T, e/h)
-        k, v = kv.view(b, s, 2, h, e // h).permute(2, 0, 3, 1, 4)  # (B, h, S, e/h)
-        if mask is not None and mask.dtype != q.dtype:
-            mask = mask.to(q.dtype)  # bf16 under CUDA autocast; a no-op in float32
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.p_drop if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(b, t, e))  # (B, T, E)
+        return attention_core(q, kv, mask, self.n_head, self.out.weight, self.out.bias,
+                              self.p_drop if self.training else 0.0)
 
 
 class SelfAttentionBranch(nn.Module):
@@ -177,6 +170,35 @@ class DiffusionTransformer(nn.Module):
         self.apply(self._init_weights)
         nn.init.normal_(self.pos_emb, std=0.02)
         nn.init.normal_(self.cond_pos_emb, std=0.02)
+        self._frozen: FrozenTransformer | None = None
+
+    def freeze(self) -> None:
+        """
+        Serve eval-mode sampling calls from a ``FrozenTransformer``.
+
+        The same ops on weights looked up once, without nn.Module's per-call overhead
+        (bit-identical results).
+
+        For frozen weights only (``SparsePolicy`` calls it after moving the model); ``train()``
+        and device or dtype moves drop it, so training never sees a stale view.
+        """
+        if self.training:
+            raise RuntimeError('freeze() is for eval mode: call eval() first')
+        self._frozen = FrozenTransformer(self)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether eval calls go through the frozen view."""
+        return self._frozen is not None
+
+    def train(self, mode: bool = True) -> 'DiffusionTransformer':
+        if mode:
+            self._frozen = None
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self._frozen = None  # .to() / .cuda() / .half() replace buffers (the masks)
+        return super()._apply(fn, recurse)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -244,11 +266,13 @@ class DiffusionTransformer(nn.Module):
 
     @property
     def cross_branches(self) -> range:
-        """Indices of the cross-attention branches."""
+        """Return the indices of the cross-attention branches."""
         return range(CROSS_ATTN, len(self.branches), 3)
 
     def embed_actions(self, x: torch.Tensor) -> torch.Tensor:
         """Noisy normalized actions (B, T, Da) -> residual stream (B, T, E)."""
+        if self._frozen is not None:
+            return self._frozen.embed_actions(x)
         t = x.shape[1]
         h = F.linear(x, self.input_emb.weight, self.input_emb.bias) + self.pos_emb[:, :t]
         # Dropout is the identity in eval mode; skipping its module call saves ~5% of a
@@ -263,11 +287,15 @@ class DiffusionTransformer(nn.Module):
         ``embed_actions(x) + d`` (eval mode, up to float rounding) in one fused op: the
         sampler's path for steps that reuse every branch, where ``d`` is the same each step.
         """
+        if self._frozen is not None:
+            return self._frozen.stream_offset(added)
         t = added.shape[1]
         return added + (self.input_emb.bias + self.pos_emb[:, :t])
 
     def embed_actions_plus(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """``x @ W_in^T + offset`` for (B, T, Da) and an offset from :meth:`stream_offset`."""
+        if self._frozen is not None:
+            return self._frozen.embed_actions_plus(x, offset)
         if self.training:
             raise RuntimeError('embed_actions_plus skips dropout: use it in eval mode only')
         b = x.shape[0]
@@ -282,12 +310,16 @@ class DiffusionTransformer(nn.Module):
         ``cross_kv`` (from :meth:`cross_kv_steps`) gives a cross-attention branch the keys and
         values of denoising step ``step`` instead of projecting ``memory`` again.
         """
+        if self._frozen is not None:
+            return self._frozen.branch(index, h, memory, cross_kv, step)
         if cross_kv is not None and index % 3 == CROSS_ATTN:
             return self.branches[index].forward_kv(h, cross_kv[index // 3][step])
         return self.branches[index](h, memory)
 
     def output(self, h: torch.Tensor) -> torch.Tensor:
         """Residual stream -> predicted noise (B, T, Da)."""
+        if self._frozen is not None:
+            return self._frozen.output(h)
         y = F.layer_norm(h, self.ln_f.normalized_shape, self.ln_f.weight, self.ln_f.bias,
                          self.ln_f.eps)
         return F.linear(y, self.head.weight, self.head.bias)

@@ -75,4 +75,3 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     if scheduler.num_inference_steps == 1:
         get_decisions()
     return model.normalizer.unnormalize(ACTION, x)
-

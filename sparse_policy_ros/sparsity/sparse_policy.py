@@ -113,6 +113,7 @@ class SparsePolicy:
         self.mode = mode
         self.target_sparsity = target_sparsity
         self.model = model.to(self.device).eval().requires_grad_(False)
+        self.model.transformer.freeze()  # module-free sampling calls, bit-identical
         steps = num_inference_steps or self.config.num_inference_steps
         self.nominal_steps = steps  # sparsity is measured against this many dense steps
         if mode == 'ddim':
