@@ -71,3 +71,21 @@ def test_skipped_deviation_is_reported_as_not_measured(tmp_path):
 def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, args, message):
     assert main(['--model', str(DEFAULT_MODEL), '--out', str(tmp_path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_modes_are_interleaved_episode_by_episode(tmp_path, monkeypatch):
+    import sparse_policy_ros.sim.evaluate as evaluate
+    order = []
+    real = evaluate.run_episode
+
+    def recording(env, policy, seed, reference, count_flops, executed_actions=None):
+        order.append((policy.mode, seed, reference is not None))
+        return real(env, policy, seed, reference, count_flops, executed_actions)
+
+    monkeypatch.setattr(evaluate, 'run_episode', recording)
+    report, _ = run(tmp_path, '--modes', 'dense,fora,pruner', '--episodes', '3')
+    # The order of the modes rotates per episode; dense has no reference, the others share one.
+    assert order == [('dense', 100000, False), ('fora', 100000, True), ('pruner', 100000, True),
+                     ('fora', 100001, True), ('pruner', 100001, True), ('dense', 100001, False),
+                     ('pruner', 100002, True), ('dense', 100002, False), ('fora', 100002, True)]
+    assert [row['episodes'] for row in report['modes']] == [3, 3, 3]

@@ -1,7 +1,8 @@
 """
 Closed-loop evaluation CLI: ``eval-policy --model DIR --episodes 100 --modes dense,fixed,pruner``.
 
-Every mode runs the same seeds (disjoint from the recording seeds by default). Per mode it
+Every mode runs the same seeds (disjoint from the recording seeds by default), episodes of the
+modes interleaved so that a drifting machine speed affects all alike. Per mode it
 reports success with a 95% Wilson interval, the mean action deviation from the dense policy on
 the same observations with the same noise, predict latency p50/p99, achieved sparsity and
 FLOPs per call (counted with FlopCounterMode on one call per episode), and saves JSON and a
@@ -95,34 +96,55 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             'sparsity': sparsities, 'deviation': deviations, 'flops': flops, 'calls': call}
 
 
-def evaluate_mode(model: Path, mode: str, episodes: int, seed_start: int,
-                  target_sparsity: float | None, device: str, with_deviation: bool,
-                  max_steps: int, env_name: str | None = None,
-                  executed_actions: int | None = None) -> dict:
+def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int,
+                   target_sparsity: float | None, device: str, with_deviation: bool,
+                   max_steps: int, env_name: str | None = None,
+                   executed_actions: int | None = None) -> list[dict]:
     """
-    All episodes of one mode, in ``env_name`` (default: the model's task).
+    All episodes of every mode in ``env_name`` (default: the model's task); a summary per mode.
 
-    ``executed_actions``: actions executed per chunk before the next call (the policy node's
-    ``executed_actions``); None = the model's ``n_action_steps``.
+    Episodes are interleaved: episode i of every mode runs before episode i + 1 of any, the
+    order of the modes rotating per episode, so that the machine's speed drifting over a long
+    run (other jobs, a shared host) affects every mode's latency alike. Each mode has its own
+    policy; the seeds and so the results do not depend on the interleaving.
+    ``target_sparsity`` applies to every mode but dense. ``executed_actions``: actions executed
+    per chunk before the next call (the policy node's ``executed_actions``); None = the model's
+    ``n_action_steps``.
     """
-    policy = SparsePolicy.from_pretrained(model, device=device, mode=mode,
-                                          target_sparsity=target_sparsity)
-    reference = None
-    if with_deviation and mode != 'dense':
-        reference = SparsePolicy.from_pretrained(model, device=device, mode='dense')
-    if env_name is None:
-        env_name = env_name_for_task(policy.config.extra)
-    env = make_env(env_name, image_size=policy.config.image_shape[1], max_steps=max_steps)
-    results = []
+    policies, reference, env = {}, None, None
+    results: dict[str, list[dict]] = {mode: [] for mode in modes}
     try:
-        for i in tqdm(range(episodes), desc=f'eval {mode}', dynamic_ncols=True):
-            results.append(run_episode(env, policy, seed_start + i, reference, True,
-                                       executed_actions))
+        for mode in modes:
+            policies[mode] = SparsePolicy.from_pretrained(
+                model, device=device, mode=mode,
+                target_sparsity=None if mode == 'dense' else target_sparsity)
+        if with_deviation and any(mode != 'dense' for mode in modes):
+            reference = SparsePolicy.from_pretrained(model, device=device, mode='dense')
+        config = policies[modes[0]].config
+        if env_name is None:
+            env_name = env_name_for_task(config.extra)
+        env = make_env(env_name, image_size=config.image_shape[1], max_steps=max_steps)
+        with tqdm(total=episodes * len(modes), desc=f"eval {','.join(modes)}",
+                  dynamic_ncols=True) as progress:
+            for i in range(episodes):
+                for j in range(len(modes)):
+                    mode = modes[(i + j) % len(modes)]
+                    results[mode].append(run_episode(
+                        env, policies[mode], seed_start + i,
+                        None if mode == 'dense' else reference, True, executed_actions))
+                    progress.update()
     finally:
-        env.close()
-        policy.close()
-        if reference is not None:
-            reference.close()
+        if env is not None:
+            env.close()
+        for policy in [*policies.values(), reference]:
+            if policy is not None:
+                policy.close()
+    return [summarize_mode(mode, None if mode == 'dense' else target_sparsity, results[mode])
+            for mode in modes]
+
+
+def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]) -> dict:
+    """Success, deviation, latency, sparsity and FLOPs of one mode's episodes."""
     successes = sum(r['success'] for r in results)
     latencies = [x for r in results for x in r['latencies_ms']]
     sparsity = [x for r in results for x in r['sparsity']]
@@ -140,7 +162,8 @@ def evaluate_mode(model: Path, mode: str, episodes: int, seed_start: int,
         'sparsity': float(np.mean(sparsity)) if sparsity else 0.0,
         'flops_per_call': float(np.mean(flops)) if flops else None,
         'calls': int(sum(r['calls'] for r in results)),
-        'episodes_detail': [{'seed': r['seed'], 'success': r['success']} for r in results],
+        'episodes_detail': [{'seed': r['seed'], 'success': r['success'], 'calls': r['calls']}
+                            for r in results],
     }
 
 
@@ -203,11 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     executed = args.executed_actions or None
     target = None if args.target_sparsity < 0 else args.target_sparsity
-    rows = []
-    for mode in modes:
-        rows.append(evaluate_mode(args.model, mode, args.episodes, args.seed_start,
-                                  None if mode == 'dense' else target, args.device,
-                                  not args.no_deviation, args.max_steps, env_name, executed))
+    rows = evaluate_modes(args.model, modes, args.episodes, args.seed_start, target,
+                          args.device, not args.no_deviation, args.max_steps, env_name, executed)
     table = markdown_table(rows)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
