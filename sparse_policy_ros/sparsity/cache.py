@@ -17,6 +17,9 @@ class RolloutCache:
         self._store: torch.Tensor | None = None
         # (K, nb) on the host, numpy: set ~100 times per call, a torch index costs ~20x more.
         self._filled: np.ndarray | None = None
+        # One view per (step, branch), made once per layout: indexing the store twice per
+        # write cost ~2 us, ~120 writes per 90%-sparse call.
+        self._slots: list[list[torch.Tensor]] = []
         self._key: tuple | None = None
         self.invalidations = 0
 
@@ -24,6 +27,7 @@ class RolloutCache:
         """Forget every entry and free the memory."""
         self._store = None
         self._filled = None
+        self._slots = []
         self._key = None
 
     def prepare(self, steps: int, n_branches: int, shape: tuple[int, int, int],
@@ -35,20 +39,21 @@ class RolloutCache:
                 self.invalidations += 1
             self._store = torch.zeros((steps, n_branches, *shape), dtype=dtype, device=device)
             self._filled = np.zeros((steps, n_branches), dtype=bool)
+            self._slots = [list(step.unbind(0)) for step in self._store.unbind(0)]
             self._key = key
             return False
         return bool(self._filled.all())
 
     def store(self, step: int, branch: int, value: torch.Tensor) -> None:
         """Copy a freshly computed branch output into its slot."""
-        self._store[step, branch].copy_(value)
+        self._slots[step][branch].copy_(value)
         self._filled[step, branch] = True
 
     def rollout(self, step: int, branch: int) -> torch.Tensor:
         """Return this branch's value at this step when last computed (a view; do not modify)."""
         if not self._filled[step, branch]:
             raise RuntimeError(f'rollout cache has no entry for step {step}, branch {branch}')
-        return self._store[step, branch]
+        return self._slots[step][branch]
 
     def mark_computed(self, computed: torch.Tensor) -> None:
         """Record entries written on the device without ``store`` (a CUDA graph replay)."""
