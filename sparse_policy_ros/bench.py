@@ -6,6 +6,7 @@ Usage::
     python -m sparse_policy_ros.bench                 # reference-size model, random weights
     python -m sparse_policy_ros.bench --model DIR     # a trained model folder (and its pruner)
     python -m sparse_policy_ros.bench --quick         # tiny config, a smoke run in seconds
+    python -m sparse_policy_ros.bench --module-calls  # + each sparse row without the frozen view
 
 Every row runs the same sequence of observations through ``SparsePolicy.predict``: warm-up
 calls first (the first call after a reset is dense), then ``--calls`` timed calls (wall clock
@@ -18,6 +19,7 @@ and FLOPs are representative. Results go to ``--out`` as JSON and as a markdown 
 """
 
 import argparse
+import copy
 from datetime import datetime, timezone
 import logging
 import os
@@ -51,7 +53,7 @@ QUICK_CONFIG = PolicyConfig(
     encoder='small_cnn', n_layer=2, n_emb=32, n_head=2, state_dim=4, action_dim=4, horizon=8,
     n_obs_steps=2, n_action_steps=4, num_train_timesteps=10, num_inference_steps=10,
     image_shape=(3, 32, 32), crop_shape=(28, 28), image_feature_dim=16)
-ROW_FIELDS = ('label', 'mode', 'target_sparsity', 'async_pruner', 'steps', 'calls',
+ROW_FIELDS = ('label', 'mode', 'target_sparsity', 'async_pruner', 'frozen', 'steps', 'calls',
               'latency_ms', 'speedup_p50', 'flops', 'flop_reduction', 'sparsity',
               'cache_bytes', 'split_ms', 'decision_mix')
 
@@ -76,6 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="'both' also runs the pruner with the opposite overlap setting")
     parser.add_argument('--threads', type=int, default=None,
                         help='torch intra-op threads (default: torch default)')
+    parser.add_argument('--module-calls', action='store_true',
+                        help='add an ablation row per sparse row: the same policy without the '
+                             'frozen transformer view (plain nn.Module calls, keys/values '
+                             'projected per step), timed side by side')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', type=Path, default=Path('results/bench'),
                         help='folder for the JSON and markdown results')
@@ -166,13 +172,19 @@ class RowRunner:
     """One configuration under test: its SparsePolicy and the measurements of its calls."""
 
     def __init__(self, model: DiffusionPolicy, pruner: Pruner, mode: str,
-                 target: float | None, async_pruner: bool | None, args: argparse.Namespace):
+                 target: float | None, async_pruner: bool | None, args: argparse.Namespace,
+                 frozen: bool = True):
         self.mode = mode
         self.target = target
+        self.frozen = frozen
         self.label = mode if target is None else f'{mode} @ {target:g}'
+        if not frozen:
+            # The frozen view lives on the model, which the other rows share: a copy of its own.
+            model = copy.deepcopy(model)
+            self.label += ', module calls'
         self.policy = SparsePolicy(model, pruner if mode == 'pruner' else None, mode=mode,
                                    target_sparsity=target, device=args.device, warmup=True,
-                                   seed=args.seed, async_pruner=async_pruner)
+                                   seed=args.seed, async_pruner=async_pruner, freeze=frozen)
         self.wall: list[float] = []
         self.stats = []
 
@@ -204,6 +216,7 @@ class RowRunner:
         return {
             'label': self.label, 'mode': self.mode, 'target_sparsity': self.target,
             'async_pruner': policy.async_pruner if self.mode == 'pruner' else None,
+            'frozen': self.frozen,
             'steps': policy.scheduler.num_inference_steps, 'calls': len(wall),
             'latency_ms': {'p50': float(np.percentile(wall, 50)),
                            'p99': float(np.percentile(wall, 99)),
@@ -216,17 +229,19 @@ class RowRunner:
 
 
 def plan_rows(args: argparse.Namespace, device: torch.device) -> list[tuple]:
-    """(mode, target, async_pruner) for every row, dense first."""
-    rows = [('dense', None, None)]
+    """(mode, target, async_pruner, frozen) for every row, dense first."""
+    rows = [('dense', None, None, True)]
     auto_async = resolve_async_pruner(None, device)
     for target in args.sparsity:
         for mode in args.modes:
             if mode != 'pruner':
-                rows.append((mode, target, None))
-                continue
-            rows.append((mode, target, auto_async))
-            if args.pruner_overlap == 'both':
-                rows.append((mode, target, not auto_async))
+                rows.append((mode, target, None, True))
+            else:
+                rows.append((mode, target, auto_async, True))
+                if args.pruner_overlap == 'both':
+                    rows.append((mode, target, not auto_async, True))
+            if args.module_calls:
+                rows.append((mode, target, auto_async if mode == 'pruner' else None, False))
     return rows
 
 
@@ -277,9 +292,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, pruner, source = build_model(args)
     config = model.config
     observations = make_observations(config, args.warmup + args.calls + 1, args.seed)
-    runners = [RowRunner(model, pruner, mode, target, overlap, args)
-               for mode, target, overlap in tqdm(plan_rows(args, device), desc='build',
-                                                 unit='row')]
+    runners = [RowRunner(model, pruner, mode, target, overlap, args, frozen)
+               for mode, target, overlap, frozen in tqdm(plan_rows(args, device),
+                                                         desc='build', unit='row')]
     for i in range(args.warmup):
         for runner in runners:
             runner.call(observations[i], timed=False)

@@ -41,3 +41,19 @@ def test_quick_bench_writes_complete_json_and_markdown(tmp_path, capsys):
     markdown = md_path.read_text()
     assert '| dense |' in markdown and 'pruner @ 0.8 (overlapped)' in markdown
     assert '| dense |' in capsys.readouterr().out
+
+
+def test_module_calls_rows_time_the_unfrozen_engine_beside_the_frozen_one(tmp_path):
+    assert main(['--quick', '--calls', '2', '--sparsity', '0.8', '--modes', 'fora', 'pruner',
+                 '--pruner-overlap', 'auto', '--module-calls', '--out', str(tmp_path)]) == 0
+    [json_path] = tmp_path.glob('bench-*.json')
+    rows = json.loads(json_path.read_text())['rows']
+    assert [(r['label'], r['frozen']) for r in rows] == [
+        ('dense', True), ('fora @ 0.8', True), ('fora @ 0.8, module calls', False),
+        ('pruner @ 0.8', True), ('pruner @ 0.8, module calls', False)]
+    by_label = {r['label']: r for r in rows}
+    for mode in ('fora', 'pruner'):
+        frozen, modules = by_label[f'{mode} @ 0.8'], by_label[f'{mode} @ 0.8, module calls']
+        assert frozen['sparsity'] == modules['sparsity']
+        # Projecting the cross-attention keys/values at each computed step costs FLOPs.
+        assert modules['flops'] > frozen['flops']

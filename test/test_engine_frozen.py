@@ -102,3 +102,18 @@ def test_train_and_moves_drop_the_frozen_view():
     model.to(torch.float32)
     net.freeze()
     assert net.frozen
+
+
+def test_a_copy_of_a_frozen_model_computes_with_its_own_weights():
+    import copy
+    model = make_model()
+    model.transformer.freeze()
+    twin = copy.deepcopy(model)
+    assert not twin.transformer.frozen
+    with torch.no_grad():
+        twin.transformer.head.bias.add_(1.0)
+    twin.transformer.freeze()
+    h = torch.zeros(1, model.config.horizon, model.config.n_emb)
+    with torch.inference_mode():
+        delta = twin.transformer.output(h) - model.transformer.output(h)
+    torch.testing.assert_close(delta, torch.ones_like(delta))

@@ -186,10 +186,21 @@ class DiffusionTransformer(nn.Module):
             raise RuntimeError('freeze() is for eval mode: call eval() first')
         self._frozen = FrozenTransformer(self)
 
+    def unfreeze(self) -> None:
+        """Go back to the module calls (``freeze`` undone)."""
+        self._frozen = None
+
     @property
     def frozen(self) -> bool:
         """Whether eval calls go through the frozen view."""
         return self._frozen is not None
+
+    def __getstate__(self) -> dict:
+        # The view's closures hold this instance's tensors: a copy or a pickle must not carry
+        # them along (deepcopy would compute with the original's weights).
+        state = dict(self.__dict__)
+        state['_frozen'] = None
+        return state
 
     def train(self, mode: bool = True) -> 'DiffusionTransformer':
         if mode:

@@ -101,7 +101,8 @@ class SparsePolicy:
     def __init__(self, model: DiffusionPolicy, pruner: Pruner | None = None, mode: str = 'pruner',
                  target_sparsity: float | None = None, num_inference_steps: int | None = None,
                  device: str | torch.device = 'auto', warmup: bool = True, seed: int = 0,
-                 async_pruner: bool | None = None, cuda_graphs: bool | None = None):
+                 async_pruner: bool | None = None, cuda_graphs: bool | None = None,
+                 freeze: bool = True):
         if mode not in MODES:
             raise ValueError(f'mode must be one of {list(MODES)}, got {mode!r}')
         if mode == 'pruner' and pruner is None:
@@ -113,7 +114,13 @@ class SparsePolicy:
         self.mode = mode
         self.target_sparsity = target_sparsity
         self.model = model.to(self.device).eval().requires_grad_(False)
-        self.model.transformer.freeze()  # module-free sampling calls, bit-identical
+        # freeze: sampling calls without nn.Module overhead (bit-identical) and, on a CPU,
+        # cross-attention keys/values projected once per call. False: the plain module calls
+        # (the benchmark's ablation rows). The model's view is shared by policies on it.
+        if freeze:
+            self.model.transformer.freeze()
+        else:
+            self.model.transformer.unfreeze()
         steps = num_inference_steps or self.config.num_inference_steps
         self.nominal_steps = steps  # sparsity is measured against this many dense steps
         if mode == 'ddim':
@@ -148,7 +155,7 @@ class SparsePolicy:
             # ~0.4 ms of a 90%-sparse call). On CUDA the per-step projection is left inside the
             # (graphed) loop, where it costs no launch of its own.
             self._time_kv = (self.model.transformer.cross_kv_time(self._time_memory)
-                             if self.device.type == 'cpu' else None)
+                             if freeze and self.device.type == 'cpu' else None)
         self._generator = torch.Generator().manual_seed(seed)
         self.calls = 0
         if warmup:
