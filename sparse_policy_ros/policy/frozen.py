@@ -32,7 +32,9 @@ def attention_core(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None,
 
 
 def _norm(module: torch.nn.LayerNorm) -> tuple:
-    return module.normalized_shape, module.weight, module.bias, module.eps
+    # torch.layer_norm's arguments as F.layer_norm passes them, without its Python checks.
+    return (module.normalized_shape, module.weight, module.bias, module.eps,
+            torch.backends.cudnn.enabled)
 
 
 def _self_attention(branch) -> BranchFn:
@@ -41,7 +43,7 @@ def _self_attention(branch) -> BranchFn:
     out_w, out_b, mask, n_head = attn.out.weight, attn.out.bias, branch.mask, attn.n_head
 
     def run(h: torch.Tensor, memory: torch.Tensor, kv: torch.Tensor | None = None):
-        y = F.layer_norm(h, *norm)
+        y = torch.layer_norm(h, *norm)
         t = h.shape[1]
         return attention_core(F.linear(y, q_w, q_b), F.linear(y, kv_w, kv_b), mask[:t, :t],
                               n_head, out_w, out_b)
@@ -54,7 +56,7 @@ def _cross_attention(branch) -> BranchFn:
     out_w, out_b, mask, n_head = attn.out.weight, attn.out.bias, branch.mask, attn.n_head
 
     def run(h: torch.Tensor, memory: torch.Tensor, kv: torch.Tensor | None = None):
-        q = F.linear(F.layer_norm(h, *norm), q_w, q_b)
+        q = F.linear(torch.layer_norm(h, *norm), q_w, q_b)
         if kv is None:
             kv = F.linear(memory, kv_w, kv_b)
         return attention_core(q, kv, mask[:h.shape[1]], n_head, out_w, out_b)
@@ -66,7 +68,7 @@ def _mlp(branch) -> BranchFn:
     w1, b1, w2, b2 = branch.fc1.weight, branch.fc1.bias, branch.fc2.weight, branch.fc2.bias
 
     def run(h: torch.Tensor, memory: torch.Tensor, kv: torch.Tensor | None = None):
-        return F.linear(F.gelu(F.linear(F.layer_norm(h, *norm), w1, b1)), w2, b2)
+        return F.linear(F.gelu(F.linear(torch.layer_norm(h, *norm), w1, b1)), w2, b2)
     return run
 
 
@@ -77,6 +79,7 @@ class FrozenTransformer:
         makers = (_self_attention, _cross_attention, _mlp)
         self.branches = [makers[i % 3](branch) for i, branch in enumerate(net.branches)]
         self.input_w, self.input_b = net.input_emb.weight, net.input_emb.bias
+        self.input_w_t1 = self.input_w.t()[None]  # (1, Da, E), a view: batch-1 baddbmm operand
         self.pos = net.pos_emb
         self.ln_f = _norm(net.ln_f)
         self.head_w, self.head_b = net.head.weight, net.head.bias
@@ -95,7 +98,9 @@ class FrozenTransformer:
 
     def embed_actions_plus(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
+        if b == 1 and offset.shape[0] == 1:  # the policy's case: no expand views to make
+            return torch.baddbmm(offset, x, self.input_w_t1)
         return torch.baddbmm(offset.expand(b, -1, -1), x, self.input_w.t().expand(b, -1, -1))
 
     def output(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.layer_norm(h, *self.ln_f), self.head_w, self.head_b)
+        return F.linear(torch.layer_norm(h, *self.ln_f), self.head_w, self.head_b)
