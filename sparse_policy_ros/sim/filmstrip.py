@@ -3,9 +3,9 @@ Filmstrips of closed-loop episodes: what the policy's camera saw, one PNG strip 
 
 ``python -m sparse_policy_ros.sim.filmstrip --model models/default --seeds 100000 100001``
 writes ``<out>/seed-<seed>.png`` (the camera frame every ``--every`` control steps and the last
-one, side by side, each scaled by ``--scale``) and prints the outcome per seed: success, policy calls
-and the final puck-to-goal distance. For looking at failures, not for measuring: the episode runs
-exactly as ``eval-policy`` runs it (same seeds, same per-call noise).
+one, side by side, each scaled by ``--scale``) and prints the outcome per seed: success, policy
+calls and the final puck-to-goal distance. For looking at failures, not for measuring: the
+episode runs exactly as ``eval-policy`` runs it (same seeds, same per-call noise).
 """
 
 import argparse
