@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sparse_policy_ros.policy.observation import OBS_IMAGES, OBS_STATE
 from sparse_policy_ros.sim.env import ArmPushEnv
-from sparse_policy_ros.sim.expert import PushExpert
+from sparse_policy_ros.sim.expert import ExecutionNoise, PushExpert
 from sparse_policy_ros.sim.record import ACTION_KEY, IMAGE_KEY, record_demos, STATE_KEY
 from sparse_policy_ros.training.replay_buffer import ReplayBuffer
 
@@ -225,3 +225,62 @@ def test_expert_goes_around_the_puck_on_both_sides():
                 first_sides.add(expert.side)
                 break
     assert first_sides == {1, -1}
+
+
+def test_execution_noise_statistics_and_determinism():
+    noise = ExecutionNoise(4, sigma=0.04, rho=0.9)
+    zero = np.zeros(4)
+
+    def sequence(seed: int, steps: int) -> np.ndarray:
+        noise.reset(seed)
+        return np.stack([noise.apply(zero) for _ in range(steps)])
+
+    first = sequence(3, 20000)
+    np.testing.assert_array_equal(first, sequence(3, 20000))
+    assert not np.array_equal(first[:50], sequence(4, 50))
+    # Stationary standard deviation sigma and lag-1 correlation rho, per joint.
+    np.testing.assert_allclose(first.std(axis=0), 0.04, rtol=0.1)
+    lag1 = [np.corrcoef(first[:-1, j], first[1:, j])[0, 1] for j in range(4)]
+    np.testing.assert_allclose(lag1, 0.9, atol=0.03)
+    # sigma = 0 is the noise-free expert: the action itself comes back.
+    action = np.array([0.1, -0.2, 0.3, 0.4])
+    quiet = ExecutionNoise(4, sigma=0.0)
+    quiet.reset(0)
+    assert quiet.apply(action) is action
+
+
+@pytest.mark.parametrize('kwargs, field', [({'sigma': -0.1}, 'sigma'),
+                                           ({'sigma': float('nan')}, 'sigma'),
+                                           ({'sigma': 0.1, 'rho': 1.0}, 'rho'),
+                                           ({'sigma': 0.1, 'rho': -0.1}, 'rho')])
+def test_execution_noise_rejects_bad_settings(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        ExecutionNoise(4, **kwargs)
+
+
+def test_noisy_recording_stores_the_expert_targets(tmp_path):
+    path = tmp_path / 'dart.zarr'
+    record_demos(path, episodes=1, seed_start=0, progress=False)
+    summary = record_demos(path, episodes=1, seed_start=5, progress=False, action_noise=0.04)
+    assert summary.kept_seeds == [5]
+    buffer = ReplayBuffer.open(path)
+    assert buffer.attrs['action_noise'] == [{'sigma_rad': 0.0, 'rho': 0.9, 'seeds': [0]},
+                                            {'sigma_rad': 0.04, 'rho': 0.9, 'seeds': [5]}]
+    episode = buffer.get_episode(1)
+    # Replaying the stored actions with the same noise reproduces the stored states: the labels
+    # are the expert's targets and the arm executed them plus the noise.
+    environment = ArmPushEnv(render=False)
+    noise = ExecutionNoise(4, sigma=0.04)
+    try:
+        environment.reset(seed=5)
+        noise.reset(5)
+        states = [environment.state()]
+        for action in episode[ACTION_KEY][:-1].astype(np.float64):
+            environment.step(noise.apply(action))
+            states.append(environment.state())
+    finally:
+        environment.close()
+    np.testing.assert_allclose(episode[STATE_KEY], np.stack(states), atol=1e-6)
+    # The noise is visible: the arm is off the stored targets by more than the noise-free 0.02.
+    lag = np.abs(episode[STATE_KEY][1:] - episode[ACTION_KEY][:-1]).max()
+    assert lag > 0.05

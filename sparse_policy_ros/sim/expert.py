@@ -16,7 +16,11 @@ arm's rated speeds, so the demonstrated actions are smooth.
 
 Success check (no rendering, about 4 s per 100 episodes)::
 
-    python -m sparse_policy_ros.sim.expert --episodes 100 --seed-start 0
+    python -m sparse_policy_ros.sim.expert --episodes 100 --seed-start 0 [--action-noise 0.03]
+
+``--action-noise`` runs the expert DART-style (:class:`ExecutionNoise`): the arm executes the
+expert's targets plus slowly varying joint noise, so the puck drifts off the planned line and the
+expert has to correct and re-approach; recorded labels stay the noise-free targets.
 """
 
 import argparse
@@ -196,18 +200,67 @@ class PushExpert:
         return _unit(aim - tip)
 
 
-def expert_success_rate(episodes: int, seed_start: int = 0,
-                        progress: bool = True) -> tuple[float, list[int], list[int]]:
-    """Run the expert without rendering on consecutive seeds; return (rate, lengths, failures)."""
+class ExecutionNoise:
+    """
+    Joint noise added to the expert's targets before they are executed (DART-style).
+
+    An AR(1) process per joint, ``n_t = rho * n_(t-1) + sqrt(1 - rho^2) * sigma * e_t`` with
+    ``e_t ~ N(0, 1)``, so its stationary standard deviation is ``sigma`` rad and it varies over
+    about ``1 / (1 - rho)`` control steps: slow enough that the position-controlled arm follows it
+    and the pushed puck drifts off the planned line, which the expert then corrects. Only the
+    executed action is perturbed; what is recorded as the label is the expert's own target, so the
+    data shows how to recover from states the noise-free expert never visits. ``sigma = 0`` is
+    exactly the noise-free expert.
+    """
+
+    def __init__(self, n_joints: int, sigma: float, rho: float = 0.9) -> None:
+        """``sigma`` in rad (>= 0), ``rho`` in [0, 1): per-step correlation."""
+        if not np.isfinite(sigma) or sigma < 0:
+            raise ValueError(f'action noise sigma must be a number >= 0 rad, got {sigma!r}')
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f'action noise correlation rho must be in [0, 1), got {rho!r}')
+        if n_joints < 1:
+            raise ValueError(f'n_joints must be >= 1, got {n_joints!r}')
+        self.sigma = float(sigma)
+        self.rho = float(rho)
+        self._value = np.zeros(n_joints)
+        self._rng = np.random.default_rng(0)
+
+    def reset(self, seed: int) -> None:
+        """Start a new episode; the noise sequence is a function of ``seed``."""
+        self._rng = np.random.default_rng([int(seed), 11])
+        self._value = self.sigma * self._rng.standard_normal(self._value.shape)
+
+    def apply(self, action: np.ndarray) -> np.ndarray:
+        """Return ``action`` plus this step's noise; advance the process."""
+        if self.sigma == 0.0:
+            return action
+        executed = action + self._value
+        innovation = np.sqrt(1.0 - self.rho ** 2) * self.sigma
+        self._value = self.rho * self._value + innovation * self._rng.standard_normal(
+            self._value.shape)
+        return executed
+
+
+def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = True,
+                        action_noise: float = 0.0, noise_rho: float = 0.9
+                        ) -> tuple[float, list[int], list[int]]:
+    """
+    Run the expert without rendering on consecutive seeds; return (rate, lengths, failures).
+
+    ``action_noise`` > 0 executes the targets with :class:`ExecutionNoise` (sigma in rad).
+    """
     env = ArmPushEnv(render=False)
     expert = PushExpert(env)
+    noise = ExecutionNoise(len(env.joint_names), action_noise, noise_rho)
     lengths, failures = [], []
     for seed in tqdm(range(seed_start, seed_start + episodes), desc='expert', unit='ep',
                      disable=not progress):
         env.reset(seed=seed)
         expert.reset(seed)
+        noise.reset(seed)
         while True:
-            _, _, terminated, truncated, info = env.step(expert.act())
+            _, _, terminated, truncated, info = env.step(noise.apply(expert.act()))
             if terminated or truncated:
                 break
         lengths.append(info['steps'])
@@ -222,10 +275,19 @@ def main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description='Success rate of the scripted push expert.')
     parser.add_argument('--episodes', type=int, default=100, help='number of seeds to run')
     parser.add_argument('--seed-start', type=int, default=0, help='first seed')
+    parser.add_argument('--action-noise', type=float, default=0.0,
+                        help='DART-style execution noise, rad (standard deviation; 0 = none)')
+    parser.add_argument('--noise-rho', type=float, default=0.9,
+                        help='per-step correlation of the execution noise, in [0, 1)')
     parsed = parser.parse_args(args)
     if parsed.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {parsed.episodes}')
-    rate, lengths, failures = expert_success_rate(parsed.episodes, parsed.seed_start)
+    try:
+        rate, lengths, failures = expert_success_rate(
+            parsed.episodes, parsed.seed_start, action_noise=parsed.action_noise,
+            noise_rho=parsed.noise_rho)
+    except ValueError as error:
+        parser.error(str(error))
     print('| episodes | success rate | steps (min / mean / max) | failed seeds |')
     print('| -------- | ------------ | ------------------------ | ------------ |')
     print(f'| {parsed.episodes} | {rate:.1%} | {min(lengths)} / {np.mean(lengths):.1f} / '

@@ -6,6 +6,11 @@ Usage::
     record-demos --episodes 200 --out data/arm_push.zarr --seed-start 0 [--image-size 96]
     record-demos --env panda_push --episodes 200 --out data/panda_push.zarr
 
+``--action-noise SIGMA`` (rad, with ``--noise-rho``) records DART-style: the arm executes the
+expert's targets plus slowly varying joint noise (:class:`.expert.ExecutionNoise`) and the stored
+actions are the expert's noise-free targets, so the data holds recoveries from states off the
+expert's own path. Each run's noise settings and seeds are kept in the ``action_noise`` attribute.
+
 ``--env`` picks the task (:mod:`.envs`: ``arm_push``, the default, or ``panda_push``); the same
 PushExpert drives either arm.
 
@@ -34,7 +39,7 @@ from tqdm import tqdm
 
 from .env import ArmPushEnv, DEFAULT_MAX_STEPS
 from .envs import DEFAULT_ENV, ENV_NAMES, make_env
-from .expert import PushExpert
+from .expert import ExecutionNoise, PushExpert
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..training.replay_buffer import ReplayBuffer
 
@@ -76,11 +81,17 @@ class RecordSummary:
         return '\n'.join(lines)
 
 
-def record_episode(env: ArmPushEnv, expert: PushExpert,
-                   seed: int) -> tuple[bool, dict[str, np.ndarray]]:
-    """Run the expert on ``seed``; return (success, {img, state, action} arrays of length T)."""
+def record_episode(env: ArmPushEnv, expert: PushExpert, seed: int,
+                   noise: ExecutionNoise | None = None) -> tuple[bool, dict[str, np.ndarray]]:
+    """
+    Run the expert on ``seed``; return (success, {img, state, action} arrays of length T).
+
+    With ``noise`` the executed targets are perturbed; the stored actions are the expert's own.
+    """
     obs = env.reset(seed=seed)
     expert.reset(seed)
+    if noise is not None:
+        noise.reset(seed)
     images, states, actions = [], [], []
     success = False
     while True:
@@ -88,7 +99,8 @@ def record_episode(env: ArmPushEnv, expert: PushExpert,
         images.append(obs[OBS_IMAGES][CAMERA])
         states.append(obs[OBS_STATE])
         actions.append(action.astype(np.float32))
-        obs, _, terminated, truncated, info = env.step(action)
+        executed = action if noise is None else noise.apply(action)
+        obs, _, terminated, truncated, info = env.step(executed)
         if terminated or truncated:
             success = bool(info['success'])
             break
@@ -123,13 +135,15 @@ def env_metadata(env: ArmPushEnv, expert: PushExpert) -> dict:
 def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
                  image_size: int = 96, max_steps: int = DEFAULT_MAX_STEPS,
                  max_attempts: int | None = None, progress: bool = True,
-                 env_name: str = DEFAULT_ENV) -> RecordSummary:
+                 env_name: str = DEFAULT_ENV, action_noise: float = 0.0,
+                 noise_rho: float = 0.9) -> RecordSummary:
     """
     Append ``episodes`` successful expert episodes to the replay buffer at ``out``.
 
     A new store is created if ``out`` does not exist; an existing one must come from the same
     task (joint names, image size and control rate are checked) and is appended to.
-    ``env_name`` is one of :data:`.envs.ENV_NAMES`.
+    ``env_name`` is one of :data:`.envs.ENV_NAMES`. ``action_noise`` > 0 (rad) records
+    DART-style with :class:`.expert.ExecutionNoise` (``noise_rho``: its per-step correlation).
     """
     if episodes < 1:
         raise ValueError(f'episodes must be >= 1, got {episodes}')
@@ -140,16 +154,19 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
         raise ValueError(f'max_attempts must be >= episodes ({episodes}), got {max_attempts}')
     path = Path(out)
     start = time.perf_counter()
+    noise_check = ExecutionNoise(1, action_noise, noise_rho)  # validates before any file work
     env = make_env(env_name, image_size=image_size, max_steps=max_steps, render=True)
     try:
         expert = PushExpert(env)
+        noise = (ExecutionNoise(len(env.joint_names), noise_check.sigma, noise_check.rho)
+                 if noise_check.sigma > 0 else None)
         metadata = env_metadata(env, expert)
         buffer = _open_buffer(path, metadata)
         summary = RecordSummary(path=path)
         bar = tqdm(total=episodes, desc='record-demos', unit='ep', disable=not progress)
         seed = seed_start
         while len(summary.kept_seeds) < episodes and seed < seed_start + max_attempts:
-            success, episode = record_episode(env, expert, seed)
+            success, episode = record_episode(env, expert, seed, noise)
             if success:
                 buffer.add_episode(episode)
                 summary.kept_seeds.append(seed)
@@ -166,6 +183,9 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
             **metadata,
             'seeds': list(attrs.get('seeds', [])) + summary.kept_seeds,
             'failed_seeds': list(attrs.get('failed_seeds', [])) + summary.failed_seeds,
+            'action_noise': list(attrs.get('action_noise', [])) + [{
+                'sigma_rad': noise_check.sigma, 'rho': noise_check.rho,
+                'seeds': summary.kept_seeds}],
         })
         summary.n_episodes_total = buffer.n_episodes
     finally:
@@ -207,12 +227,18 @@ def main(args: list[str] | None = None) -> int:
                         help='control steps before an episode counts as failed')
     parser.add_argument('--max-attempts', type=int, default=None,
                         help='give up after this many seeds (default: 2 x episodes)')
+    parser.add_argument('--action-noise', type=float, default=0.0,
+                        help='DART-style execution noise, rad (standard deviation; 0 = none); '
+                        'the stored actions stay noise-free')
+    parser.add_argument('--noise-rho', type=float, default=0.9,
+                        help='per-step correlation of the execution noise, in [0, 1)')
     parsed = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
         summary = record_demos(parsed.out, parsed.episodes, seed_start=parsed.seed_start,
                                image_size=parsed.image_size, max_steps=parsed.max_steps,
-                               max_attempts=parsed.max_attempts, env_name=parsed.env)
+                               max_attempts=parsed.max_attempts, env_name=parsed.env,
+                               action_noise=parsed.action_noise, noise_rho=parsed.noise_rho)
     except (ValueError, FileExistsError, ImportError) as error:
         print(f'record-demos: {error}', file=sys.stderr)
         return 2
