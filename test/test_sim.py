@@ -268,7 +268,9 @@ def test_noisy_recording_stores_the_expert_targets(tmp_path):
                                             {'sigma_rad': 0.04, 'rho': 0.9, 'seeds': [5]}]
     episode = buffer.get_episode(1)
     # Replaying the stored actions with the same noise reproduces the stored states: the labels
-    # are the expert's targets and the arm executed them plus the noise.
+    # are the expert's targets and the arm executed them plus the noise (up to the float32
+    # rounding of the stored actions, which contact dynamics amplify to ~3e-5 rad here; the noise
+    # itself is 0.04 rad).
     environment = ArmPushEnv(render=False)
     noise = ExecutionNoise(4, sigma=0.04)
     try:
@@ -280,7 +282,7 @@ def test_noisy_recording_stores_the_expert_targets(tmp_path):
             states.append(environment.state())
     finally:
         environment.close()
-    np.testing.assert_allclose(episode[STATE_KEY], np.stack(states), atol=1e-6)
+    np.testing.assert_allclose(episode[STATE_KEY], np.stack(states), atol=1e-3)
     # The noise is visible: the arm is off the stored targets by more than the noise-free 0.02.
     lag = np.abs(episode[STATE_KEY][1:] - episode[ACTION_KEY][:-1]).max()
     assert lag > 0.05
