@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sparse_policy_ros.policy.observation import OBS_IMAGES, OBS_STATE
 from sparse_policy_ros.sim.env import ArmPushEnv
-from sparse_policy_ros.sim.expert import ExecutionNoise, PushExpert
+from sparse_policy_ros.sim.expert import ExecutionNoise, expert_success_rate, Phase, PushExpert
 from sparse_policy_ros.sim.record import ACTION_KEY, IMAGE_KEY, record_demos, STATE_KEY
 from sparse_policy_ros.training.replay_buffer import ReplayBuffer
 
@@ -286,3 +286,28 @@ def test_noisy_recording_stores_the_expert_targets(tmp_path):
     # The noise is visible: the arm is off the stored targets by more than the noise-free 0.02.
     lag = np.abs(episode[STATE_KEY][1:] - episode[ACTION_KEY][:-1]).max()
     assert lag > 0.05
+
+
+def test_expert_counts_its_reapproaches():
+    environment = ArmPushEnv(render=False)
+    expert = PushExpert(environment)
+    counted, seen = [], []
+    try:
+        for seed in range(4):
+            environment.reset(seed=seed)
+            expert.reset(seed)
+            switches, previous = 0, expert.phase
+            while True:
+                _, _, terminated, truncated, _ = environment.step(expert.act())
+                switches += previous is Phase.PUSH and expert.phase is Phase.APPROACH
+                previous = expert.phase
+                if terminated or truncated:
+                    break
+            counted.append(expert.reapproaches)
+            seen.append(switches)
+    finally:
+        environment.close()
+    assert counted == seen and sum(counted) > 0
+    rate, lengths, failures, reapproaches = expert_success_rate(4, progress=False)
+    assert rate == 1.0 and failures == [] and len(lengths) == 4
+    assert reapproaches == counted

@@ -88,6 +88,7 @@ class PushExpert:
         self.ambiguous_angle = ambiguous_angle
         self.phase = Phase.APPROACH
         self.side = 0  # +1 counter-clockwise, -1 clockwise around the puck, 0 undecided
+        self.reapproaches = 0  # PUSH -> APPROACH switches (puck slipped off) this episode
         self._rng = np.random.default_rng(0)
         self._tip_cmd = np.zeros(2)
         self._velocity = np.zeros(2)
@@ -98,6 +99,7 @@ class PushExpert:
         self._rng = np.random.default_rng([int(seed), 7])
         self.phase = Phase.APPROACH
         self.side = 0
+        self.reapproaches = 0
         task = self.env.privileged_state()
         self._tip_cmd = task.tip_pos[:2].copy()
         self._velocity = np.zeros(2)
@@ -167,6 +169,7 @@ class PushExpert:
             logger.debug('puck slipped off the pusher; approaching again')
             self.phase = Phase.APPROACH
             self.side = 0
+            self.reapproaches += 1
         approach = object_xy - self.keep_out * push_dir
         to_approach = approach - tip
         distance = float(np.linalg.norm(to_approach))
@@ -244,16 +247,18 @@ class ExecutionNoise:
 
 def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = True,
                         action_noise: float = 0.0, noise_rho: float = 0.9
-                        ) -> tuple[float, list[int], list[int]]:
+                        ) -> tuple[float, list[int], list[int], list[int]]:
     """
-    Run the expert without rendering on consecutive seeds; return (rate, lengths, failures).
+    Run the expert without rendering on consecutive seeds.
+
+    Return (success rate, episode lengths, failed seeds, re-approaches per episode).
 
     ``action_noise`` > 0 executes the targets with :class:`ExecutionNoise` (sigma in rad).
     """
     env = ArmPushEnv(render=False)
     expert = PushExpert(env)
     noise = ExecutionNoise(len(env.joint_names), action_noise, noise_rho)
-    lengths, failures = [], []
+    lengths, failures, reapproaches = [], [], []
     for seed in tqdm(range(seed_start, seed_start + episodes), desc='expert', unit='ep',
                      disable=not progress):
         env.reset(seed=seed)
@@ -264,10 +269,11 @@ def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = Tru
             if terminated or truncated:
                 break
         lengths.append(info['steps'])
+        reapproaches.append(expert.reapproaches)
         if not info['success']:
             failures.append(seed)
     env.close()
-    return 1.0 - len(failures) / episodes, lengths, failures
+    return 1.0 - len(failures) / episodes, lengths, failures, reapproaches
 
 
 def main(args: list[str] | None = None) -> int:
@@ -283,15 +289,18 @@ def main(args: list[str] | None = None) -> int:
     if parsed.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {parsed.episodes}')
     try:
-        rate, lengths, failures = expert_success_rate(
+        rate, lengths, failures, reapproaches = expert_success_rate(
             parsed.episodes, parsed.seed_start, action_noise=parsed.action_noise,
             noise_rho=parsed.noise_rho)
     except ValueError as error:
         parser.error(str(error))
-    print('| episodes | success rate | steps (min / mean / max) | failed seeds |')
-    print('| -------- | ------------ | ------------------------ | ------------ |')
+    print('| episodes | success rate | steps (min / mean / max) | re-approaches (episodes with '
+          'one) | failed seeds |')
+    print('| -------- | ------------ | ------------------------ | ------------------------------ '
+          '| ------------ |')
     print(f'| {parsed.episodes} | {rate:.1%} | {min(lengths)} / {np.mean(lengths):.1f} / '
-          f'{max(lengths)} | {failures} |')
+          f'{max(lengths)} | {sum(reapproaches)} ({sum(n > 0 for n in reapproaches)}) '
+          f'| {failures} |')
     return 0
 
 
