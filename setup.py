@@ -45,6 +45,7 @@ setup(
             'bench = sparse_policy_ros.bench:main',
             'train-policy = sparse_policy_ros.training.train_policy:main',
             'train-pruner = sparse_policy_ros.training.train_pruner:main',
+            'search-schedule = sparse_policy_ros.training.schedule_search:main',
             'record-demos = sparse_policy_ros.sim.record:main',
             'eval-policy = sparse_policy_ros.sim.evaluate:main',
         ],

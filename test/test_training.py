@@ -16,10 +16,11 @@ from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 from sparse_policy_ros.training.checkpointing import (
     flatten_optimizer, latest_checkpoint, unflatten_optimizer)
 from sparse_policy_ros.training.replay_buffer import ReplayBuffer
+from sparse_policy_ros.training.schedule_search import main as search_main
 from sparse_policy_ros.training.train_config import load_run_config, TrainConfig
 from sparse_policy_ros.training.train_policy import (
     init_weights_from, main as train_policy_main, train)
-from sparse_policy_ros.training.train_pruner import train_pruner
+from sparse_policy_ros.training.train_pruner import main as train_pruner_main, train_pruner
 import torch
 import yaml
 
@@ -225,6 +226,39 @@ def test_pruner_started_at_a_static_schedule_is_exactly_that_schedule(trained, d
     assert record['held_out_action_l1'] != pytest.approx(record['fixed_schedule_action_l1'])
     pruner, _ = load_pruner(tmp_path / 'p')
     assert pruner.config.n_steps > 0
-    with pytest.raises(ValueError, match='--init-schedule must be none, fora or fixed'):
+    with pytest.raises(ValueError, match='--init-schedule must be none, fora, fixed or steps'):
         train_pruner(trained, dataset, target=0.8, trajectories=2, out=tmp_path / 'q',
                      epochs=0, held_out=1, init_schedule='ddim')
+
+
+def test_searched_steps_beat_fora_and_start_a_pruner_exactly_there(trained, dataset, tmp_path):
+    # 10 denoising steps at 0.8: two computed steps, FORA's are (0, 5).
+    record_path = tmp_path / 'search.json'
+    assert search_main(['--policy', str(trained), '--dataset', str(dataset),
+                        '--target-sparsity', '0.8', '--trajectories', '2', '--max-calls', '4',
+                        '--out', str(record_path)]) == 0
+    record = json.loads(record_path.read_text())
+    assert record['fora_steps'] == [0, 5] and record['evenly_spaced_steps'] == [0, 9]
+    assert len(record['compute_steps']) == 2 and record['compute_steps'][0] == 0
+    assert record['sparsity'] == pytest.approx(0.8)
+    assert record['action_l1'] <= min(record['fora_action_l1'],
+                                      record['evenly_spaced_action_l1'])
+    # A pruner started at the searched steps makes exactly their decisions (no distillation).
+    out = tmp_path / 'p'
+    assert train_pruner_main(['--policy', str(trained), '--dataset', str(dataset),
+                              '--target-sparsity', '0.8', '--trajectories', '2',
+                              '--held-out', '1', '--epochs', '0', '--init-steps',
+                              str(record_path), '--out', str(out)]) == 0
+    _, saved = load_pruner(out)
+    assert saved['init_schedule'] == 'steps'
+    assert saved['init_steps'] == record['compute_steps']
+    assert saved['held_out_action_l1'] == pytest.approx(saved['init_schedule_action_l1'])
+    assert saved['achieved_sparsity'] == pytest.approx(0.8)
+    # Conflicting or unreadable settings are refused with the reason.
+    assert train_pruner_main(['--policy', str(trained), '--dataset', str(dataset),
+                              '--init-schedule', 'fora', '--init-steps', str(record_path),
+                              '--out', str(tmp_path / 'q')]) == 2
+    (tmp_path / 'bad.json').write_text('{"steps": [0]}')
+    assert train_pruner_main(['--policy', str(trained), '--dataset', str(dataset),
+                              '--init-steps', str(tmp_path / 'bad.json'),
+                              '--out', str(tmp_path / 'q')]) == 2

@@ -17,8 +17,22 @@ def fora_schedule(steps: int, n_branches: int, target_sparsity: float) -> torch.
     """
     _check_target(target_sparsity)
     interval = max(1, round(1.0 / (1.0 - target_sparsity)))
+    return step_schedule(steps, n_branches, range(0, steps, interval))
+
+
+def step_schedule(steps: int, n_branches: int, compute_steps) -> torch.Tensor:
+    """
+    Every branch computed at ``compute_steps`` (which must hold step 0), reused elsewhere.
+
+    FORA's schedule with free spacing: each reused step takes the previous step's value of the
+    branch. :mod:`..training.schedule_search` chooses the steps.
+    """
+    chosen = sorted({int(k) for k in compute_steps})
+    if not chosen or chosen[0] != 0 or chosen[-1] >= steps:
+        raise ValueError(f'compute_steps must include step 0 and lie in [0, {steps - 1}], '
+                         f'got {chosen}')
     decisions = torch.full((steps, n_branches), int(Decision.REUSE_STEP), dtype=DECISION_DTYPE)
-    decisions[::interval] = int(Decision.COMPUTE)
+    decisions[chosen] = int(Decision.COMPUTE)
     return decisions
 
 

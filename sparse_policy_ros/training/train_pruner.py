@@ -13,6 +13,7 @@ the static 'fixed' schedule at the same sparsity.
 """
 
 import argparse
+import json
 import logging
 from pathlib import Path
 import random
@@ -35,7 +36,7 @@ from ..sparsity.decisions import Decision, make_executable, sparsity_of
 from ..sparsity.gated_sampler import sample_gated, straight_through
 from ..sparsity.pruner import calibrate_compute_bias, decide, Pruner, PrunerConfig, save_pruner
 from ..sparsity.sampler import sample_sparse
-from ..sparsity.schedules import fixed_schedule, static_schedule
+from ..sparsity.schedules import fixed_schedule, static_schedule, step_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,36 @@ def trajectory_calls(buffer: ReplayBuffer, episode: int, image_keys: dict[str, s
         calls.append({OBS_IMAGES: {cam: data[key][steps] for cam, key in image_keys.items()},
                       OBS_STATE: data[state_key][steps].astype(np.float32)})
     return calls
+
+
+def split_trajectories(policy_dir: Path, model: DiffusionPolicy, buffer: ReplayBuffer,
+                       trajectories: int, held_out: int, max_calls: int | None
+                       ) -> tuple[list[list[dict]], list[list[dict]], list[int], list[int]]:
+    """
+    Call observations of the first ``trajectories`` training and ``held_out`` held-out episodes.
+
+    The episodes are the policy's own split (``config.json`` training record); where it holds
+    fewer validation episodes than ``held_out``, the last training episodes are held out too.
+    Returns (train calls, held-out calls, train episodes, held-out episodes).
+    """
+    config = model.config
+    meta = read_json(policy_dir / 'config.json').get('training', {})
+    image_keys = meta.get('training', {}).get('image_keys', {'front': 'img'})
+    state_key = meta.get('training', {}).get('state_key', 'state')
+    train_eps = [e for e in meta.get('train_episodes', range(buffer.n_episodes))
+                 if e < buffer.n_episodes]
+    val_eps = [e for e in meta.get('val_episodes', []) if e < buffer.n_episodes]
+    if len(val_eps) < held_out:
+        val_eps = val_eps + train_eps[len(train_eps) - (held_out - len(val_eps)):]
+        train_eps = [e for e in train_eps if e not in val_eps]
+    train_eps, val_eps = train_eps[:trajectories], val_eps[:held_out]
+
+    def load(eps: list[int]) -> list[list[dict]]:
+        trajs = [trajectory_calls(buffer, e, image_keys, state_key, config.n_obs_steps,
+                                  config.n_action_steps) for e in eps]
+        return [t[:max_calls] if max_calls else t for t in trajs]
+
+    return load(train_eps), load(val_eps), train_eps, val_eps
 
 
 class CallContext:
@@ -73,14 +104,20 @@ class CallContext:
             self.reference = model.normalizer.normalize(ACTION, dense)  # (1, T, Da)
 
 
-def evaluate(model: DiffusionPolicy, scheduler: NoiseScheduler, trajectories: list[list[dict]],
-             decisions_for, seed: int) -> tuple[float, float]:
+def call_contexts(model: DiffusionPolicy, scheduler: NoiseScheduler,
+                  trajectories: list[list[dict]], seed: int) -> list[list[CallContext]]:
+    """Build the frozen-policy quantities (memory, noise, dense reference) of every call."""
+    return [[CallContext(model, scheduler, observation, seed + 1000 * j + c)
+             for c, observation in enumerate(calls)] for j, calls in enumerate(trajectories)]
+
+
+def evaluate_contexts(model: DiffusionPolicy, scheduler: NoiseScheduler,
+                      contexts: list[list[CallContext]], decisions_for) -> tuple[float, float]:
     """Mean L1 (normalized actions) vs dense over all calls; mean sparsity of sparse calls."""
     errors, sparsities = [], []
-    for j, calls in enumerate(trajectories):
+    for calls in contexts:
         cache = RolloutCache()
-        for c, observation in enumerate(calls):
-            ctx = CallContext(model, scheduler, observation, seed + 1000 * j + c)
+        for ctx in calls:
             ready = cache.prepare(scheduler.num_inference_steps, model.config.n_branches,
                                   (1, model.config.horizon, model.config.n_emb),
                                   ctx.memory.dtype, ctx.memory.device)
@@ -95,12 +132,25 @@ def evaluate(model: DiffusionPolicy, scheduler: NoiseScheduler, trajectories: li
     return float(np.mean(errors)), float(np.mean(sparsities))
 
 
+def evaluate(model: DiffusionPolicy, scheduler: NoiseScheduler, trajectories: list[list[dict]],
+             decisions_for, seed: int) -> tuple[float, float]:
+    """Mean L1 (normalized actions) vs dense over all calls; mean sparsity of sparse calls."""
+    return evaluate_contexts(model, scheduler, call_contexts(model, scheduler, trajectories, seed),
+                             decisions_for)
+
+
 def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: int,
                  out: Path, epochs: int = 1, lr: float = 1e-3, sparsity_weight: float = 1.0,
                  held_out: int = 4, seed: int = 0, max_calls: int | None = None,
                  d_model: int | None = None, init_schedule: str = 'none',
-                 prior_strength: float = 2.0) -> dict:
-    """Distill a pruner for the frozen policy in ``policy_dir``; returns its record."""
+                 prior_strength: float = 2.0, init_steps: list[int] | None = None) -> dict:
+    """
+    Distill a pruner for the frozen policy in ``policy_dir``; returns its record.
+
+    ``init_schedule`` 'fora' or 'fixed' starts the pruner's prior at that static schedule;
+    ``init_steps`` (with ``init_schedule`` 'steps') at :func:`step_schedule` of those steps,
+    e.g. the ``compute_steps`` found by ``search-schedule``.
+    """
     if not 0.0 < target < 1.0:
         raise ValueError(f'--target-sparsity must be in (0, 1), got {target}')
     torch.manual_seed(seed)
@@ -108,29 +158,19 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
     model = load_policy(policy_dir).requires_grad_(False)
     config = model.config
     scheduler = NoiseScheduler(config)
-    meta = read_json(policy_dir / 'config.json').get('training', {})
-    image_keys = meta.get('training', {}).get('image_keys', {'front': 'img'})
-    state_key = meta.get('training', {}).get('state_key', 'state')
     buffer = ReplayBuffer.open(dataset, mode='r')
-    train_eps = [e for e in meta.get('train_episodes', range(buffer.n_episodes))
-                 if e < buffer.n_episodes]
-    val_eps = [e for e in meta.get('val_episodes', []) if e < buffer.n_episodes]
-    if len(val_eps) < held_out:
-        val_eps = val_eps + train_eps[len(train_eps) - (held_out - len(val_eps)):]
-        train_eps = [e for e in train_eps if e not in val_eps]
-    train_eps, val_eps = train_eps[:trajectories], val_eps[:held_out]
+    train_trajs, val_trajs, train_eps, val_eps = split_trajectories(
+        policy_dir, model, buffer, trajectories, held_out, max_calls)
     if not train_eps:
         raise ValueError(f'dataset {dataset} has no episodes left for pruner training')
-
-    def load(eps: list[int]) -> list[list[dict]]:
-        trajs = [trajectory_calls(buffer, e, image_keys, state_key, config.n_obs_steps,
-                                  config.n_action_steps) for e in eps]
-        return [t[:max_calls] if max_calls else t for t in trajs]
-
-    train_trajs, val_trajs = load(train_eps), load(val_eps)
     k, nb = scheduler.num_inference_steps, config.n_branches
-    if init_schedule not in ('none', 'fora', 'fixed'):
-        raise ValueError(f'--init-schedule must be none, fora or fixed, got {init_schedule!r}')
+    if init_schedule not in ('none', 'fora', 'fixed', 'steps'):
+        raise ValueError('--init-schedule must be none, fora, fixed or steps, got '
+                         f'{init_schedule!r}')
+    if (init_schedule == 'steps') != (init_steps is not None):
+        raise ValueError('--init-steps FILE and --init-schedule steps go together')
+    initial = (None if init_schedule == 'none' else step_schedule(k, nb, init_steps)
+               if init_schedule == 'steps' else static_schedule(init_schedule, k, nb, target))
     sizes = {'d_model': d_model} if d_model else {}
     pruner = Pruner(PrunerConfig(n_branches=nb, cond_dim=config.n_emb,
                                  n_steps=0 if init_schedule == 'none' else k, **sizes))
@@ -143,8 +183,7 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
             pruner.head.bias.copy_(torch.tensor([0.0, -1.0, 1.0, -1.0]))
     else:
         # Start exactly at a static schedule whose closed-loop quality is known.
-        pruner.init_prior_from(static_schedule(init_schedule, k, nb, target),
-                               strength=prior_strength)
+        pruner.init_prior_from(initial, strength=prior_strength)
     optimizer = torch.optim.AdamW(pruner.parameters(), lr=lr, weight_decay=1e-4)
     shape = (1, config.horizon, config.n_emb)
     total_calls = epochs * sum(len(t) for t in train_trajs)
@@ -204,6 +243,8 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
     err_fixed, sp_fixed = evaluate(model, scheduler, val_trajs, lambda ctx: static, seed)
     fora = static_schedule('fora', k, nb, min(max(sp_pruner, 0.0), 0.99))
     err_fora, sp_fora = evaluate(model, scheduler, val_trajs, lambda ctx: fora, seed)
+    err_init, sp_init = (evaluate(model, scheduler, val_trajs, lambda ctx: initial, seed)
+                         if initial is not None else (None, None))
     record = {'target_sparsity': target, 'achieved_sparsity': sp_pruner,
               'compute_bias': bias,
               'held_out_action_l1': err_pruner, 'fixed_schedule_sparsity': sp_fixed,
@@ -211,7 +252,8 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
               'fora_schedule_action_l1': err_fora, 'train_trajectories': train_eps,
               'held_out_trajectories': val_eps, 'epochs': epochs, 'lr': lr,
               'sparsity_weight': sparsity_weight, 'train_calls': len(history),
-              'init_schedule': init_schedule,
+              'init_schedule': init_schedule, 'init_steps': init_steps,
+              'init_schedule_sparsity': sp_init, 'init_schedule_action_l1': err_init,
               'prior_strength': prior_strength if init_schedule != 'none' else None,
               'elapsed_s': round(time.time() - started, 1),
               'final_train_error': float(np.mean([h['error'] for h in history[-50:]]))
@@ -225,9 +267,23 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
     print('\n| pruner | value |\n|---|---:|')
     for key in ('target_sparsity', 'achieved_sparsity', 'held_out_action_l1',
                 'fixed_schedule_sparsity', 'fixed_schedule_action_l1', 'fora_schedule_sparsity',
-                'fora_schedule_action_l1', 'elapsed_s'):
-        print(f'| {key} | {record[key]:.4f} |')
+                'fora_schedule_action_l1', 'init_schedule_sparsity', 'init_schedule_action_l1',
+                'elapsed_s'):
+        if record[key] is not None:
+            print(f'| {key} | {record[key]:.4f} |')
     return record
+
+
+def read_compute_steps(path: Path) -> list[int]:
+    """Read the ``compute_steps`` of a search-schedule record."""
+    try:
+        steps = json.loads(Path(path).read_text())['compute_steps']
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f'{path}: not a search-schedule record with compute_steps '
+                         f'({error})') from error
+    if not isinstance(steps, list) or not all(isinstance(s, int) for s in steps):
+        raise ValueError(f'{path}: compute_steps must be a list of ints, got {steps!r}')
+    return steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,8 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--max-calls', type=int, default=None,
                         help='calls per trajectory (default: the whole trajectory)')
     parser.add_argument('--d-model', type=int, default=None, help='pruner width')
-    parser.add_argument('--init-schedule', default='none', choices=['none', 'fora', 'fixed'],
-                        help='warm-start the pruner on this static schedule at the target')
+    parser.add_argument('--init-schedule', default='none',
+                        choices=['none', 'fora', 'fixed', 'steps'],
+                        help='warm-start the pruner on this static schedule at the target '
+                        '(steps: the computed steps of --init-steps)')
+    parser.add_argument('--init-steps', type=Path, default=None,
+                        help='search-schedule record whose compute_steps start the pruner '
+                        '(implies --init-schedule steps)')
     parser.add_argument('--prior-strength', type=float, default=2.0,
                         help='logit margin of the initial schedule (smaller: easier to move)')
     parser.add_argument('--seed', type=int, default=0)
@@ -256,11 +317,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
+        init_steps = None
+        if args.init_steps is not None:
+            init_steps = read_compute_steps(args.init_steps)
+            if args.init_schedule not in ('none', 'steps'):
+                raise ValueError(f'--init-steps conflicts with --init-schedule '
+                                 f'{args.init_schedule}')
+            args.init_schedule = 'steps'
         train_pruner(args.policy, args.dataset, args.target_sparsity, args.trajectories,
                      args.out, epochs=args.epochs, lr=args.lr,
                      sparsity_weight=args.sparsity_weight, held_out=args.held_out,
                      seed=args.seed, max_calls=args.max_calls, d_model=args.d_model,
-                     init_schedule=args.init_schedule, prior_strength=args.prior_strength)
+                     init_schedule=args.init_schedule, prior_strength=args.prior_strength,
+                     init_steps=init_steps)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-pruner: error: {error}', file=sys.stderr)
         return 2
