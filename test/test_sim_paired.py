@@ -53,3 +53,20 @@ def test_cli_reads_eval_json(tmp_path, capsys):
     assert main([str(dense), str(sparse)]) == 2  # two modes: which one?
     assert 'name one as' in capsys.readouterr().err
     assert main([str(dense), f'{sparse}:dense']) == 2
+
+
+def test_cli_merges_split_runs(tmp_path, capsys):
+    def write(name, first_seed, outcomes):
+        path = tmp_path / name / 'eval.json'
+        path.parent.mkdir()
+        path.write_text(json.dumps({'modes': [{'mode': 'pruner', 'episodes_detail': [
+            {'seed': first_seed + i, 'success': ok, 'calls': 3}
+            for i, ok in enumerate(outcomes)]}]}))
+        return path
+
+    first, second = write('a', 0, [True, False]), write('b', 2, [True, True])
+    reference = write('ref', 0, [True, True, True, False])
+    assert main([str(reference), f'{first},{second}:pruner']) == 0
+    assert 'ref:pruner | a+b:pruner | 4 | 2 | 1 | 1 | +0.000' in capsys.readouterr().out
+    assert main([str(reference), f'{first},{first}']) == 2
+    assert 'repeats seeds [0, 1]' in capsys.readouterr().err

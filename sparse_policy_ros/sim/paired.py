@@ -11,7 +11,8 @@ test of the discordant seeds), from ``eval-policy``'s ``eval.json`` files::
         results/eval/sparse_090_final_code/eval.json:pruner [more FILE:MODE ...]
 
 The first ``FILE:MODE`` is the reference; every further one is compared with it on the seeds
-both hold (``episodes_detail``). ``:MODE`` may be left out where the file holds one mode.
+both hold (``episodes_detail``). ``:MODE`` may be left out where the file holds one mode;
+``FILE,FILE:MODE`` merges evaluations of disjoint seeds (one run split over two processes).
 """
 
 import argparse
@@ -93,21 +94,38 @@ def outcomes_by_seed(mode_row: dict) -> dict[int, bool]:
 
 
 def load_mode(spec: str) -> tuple[str, dict[int, bool]]:
-    """Read ``FILE[:MODE]``; return (label, {seed: success})."""
+    """
+    Read ``FILE[,FILE...][:MODE]``; return (label, {seed: success}).
+
+    Several files (e.g. one evaluation split over two processes by ``--seed-start``) are merged;
+    a seed in more than one of them is an error.
+    """
     path_text, _, mode = spec.rpartition(':') if not Path(spec).exists() else (spec, '', '')
-    path = Path(path_text)
-    try:
-        rows = json.loads(path.read_text())['modes']
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f'{path}: not a readable eval-policy eval.json ({error})') from error
-    names = [row.get('mode') for row in rows]
-    if not mode:
-        if len(rows) != 1:
-            raise ValueError(f'{path} holds modes {names}; name one as {path}:MODE')
-        mode = names[0]
-    if mode not in names:
-        raise ValueError(f'{path} has no mode {mode!r}; it holds {names}')
-    return f'{path.parent.name}:{mode}', outcomes_by_seed(rows[names.index(mode)])
+    if not path_text:
+        path_text, mode = mode, ''
+    merged: dict[int, bool] = {}
+    labels = []
+    for part in path_text.split(','):
+        path = Path(part)
+        try:
+            rows = json.loads(path.read_text())['modes']
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f'{path}: not a readable eval-policy eval.json ({error})') from error
+        names = [row.get('mode') for row in rows]
+        chosen = mode
+        if not chosen:
+            if len(rows) != 1:
+                raise ValueError(f'{path} holds modes {names}; name one as {path}:MODE')
+            chosen = names[0]
+        if chosen not in names:
+            raise ValueError(f'{path} has no mode {chosen!r}; it holds {names}')
+        outcomes = outcomes_by_seed(rows[names.index(chosen)])
+        repeated = sorted(set(outcomes) & set(merged))
+        if repeated:
+            raise ValueError(f'{path} repeats seeds {repeated[:5]} of the files before it')
+        merged.update(outcomes)
+        labels.append(path.parent.name)
+    return f"{'+'.join(labels)}:{chosen}", merged
 
 
 def markdown_table(rows: list[PairedComparison]) -> str:
