@@ -1,11 +1,17 @@
 """eval-policy on the shipped default model: a few short episodes, every reported field."""
 
+from collections import deque
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
-from sparse_policy_ros.sim.evaluate import main
+from sparse_policy_ros.sim.env import ArmPushEnv
+from sparse_policy_ros.sim.evaluate import main, stack_history
+from sparse_policy_ros.sparsity.schedules import step_schedule
+from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
+import torch
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'default'
 FIELDS = {'mode', 'target_sparsity', 'episodes', 'success_rate', 'success_ci95',
@@ -89,3 +95,30 @@ def test_modes_are_interleaved_episode_by_episode(tmp_path, monkeypatch):
                      ('fora', 100001, True), ('pruner', 100001, True), ('dense', 100001, False),
                      ('pruner', 100002, True), ('dense', 100002, False), ('fora', 100002, True)]
     assert [row['episodes'] for row in report['modes']] == [3, 3, 3]
+
+
+@pytest.mark.parametrize('target', [0.90, None])
+def test_default_pruner_decides_the_searched_schedule(target):
+    # The model card says the shipped pruner's decisions are the searched steps on every call;
+    # check it on real closed-loop observations, exact-budget and argmax alike.
+    record = json.loads((DEFAULT_MODEL / 'pruner.json').read_text())['training']
+    policy = SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='pruner',
+                                          target_sparsity=target)
+    env = ArmPushEnv(image_size=96)
+    try:
+        expected = step_schedule(100, policy.n_branches, record['init_steps'])
+        for seed in (100000, 100001):
+            policy.reset()
+            obs = env.reset(seed=seed)
+            history = deque([obs] * 2, maxlen=2)
+            for call in range(3):
+                chunk = policy.predict(stack_history(history),
+                                       generator=torch.Generator().manual_seed(call))
+                if call > 0:  # the first call after a reset is dense by design
+                    assert torch.equal(chunk.stats.decisions, expected), (seed, call)
+                for action in chunk.executable:
+                    obs = env.step(np.asarray(action))[0]
+                    history.append(obs)
+    finally:
+        env.close()
+        policy.close()
