@@ -182,3 +182,31 @@ def test_pruner_config_validation():
         PrunerConfig(d_model=63, n_head=2)
     with pytest.raises(ValueError, match='n_branches'):
         PrunerConfig(n_branches=0)
+
+
+@pytest.mark.parametrize('target', [None, 0.9])
+def test_restricted_pruner_takes_only_its_decisions(target, tmp_path):
+    torch.manual_seed(1)
+    pruner = Pruner(PrunerConfig(n_branches=12, cond_dim=32,
+                                 decisions=('compute', 'reuse_step')))
+    with torch.no_grad():
+        for param in pruner.parameters():
+            param.normal_(0.0, 0.5)
+    pruner.eval()
+    memory = torch.randn(20, 1, 5, 32)
+    unrestricted = Pruner(PrunerConfig(n_branches=12, cond_dim=32))
+    unrestricted.load_state_dict(pruner.state_dict())
+    # The same weights choose the other reuse kinds somewhere when nothing is masked...
+    free = decide(unrestricted.eval()(memory), target)
+    assert bool(((free == int(Decision.REUSE_BLOCK)) | (free == int(Decision.REUSE_ROLLOUT)))
+                .any())
+    # ...and never when they are.
+    restricted = decide(pruner(memory), target)
+    assert set(restricted.unique().tolist()) <= {C, int(Decision.REUSE_STEP)}
+    save_pruner(pruner, tmp_path)
+    loaded, _ = load_pruner(tmp_path)
+    assert loaded.config.decisions == ('compute', 'reuse_step')
+    assert torch.equal(decide(loaded(memory), target), restricted)
+    for bad in (('reuse_step',), ('compute',), ('compute', 'skip')):
+        with pytest.raises(ValueError, match='pruner decisions must be names'):
+            PrunerConfig(decisions=bad)

@@ -42,6 +42,9 @@ class PrunerConfig:
     # static part of the schedule; the transformer supplies the observation-dependent part).
     # It fixes the number of denoising steps the pruner can serve. 0: no prior.
     n_steps: int = 0
+    # Decisions the pruner may take (Decision names, lower case); the others are masked out of
+    # its logits. All four by default; e.g. ('compute', 'reuse_step') keeps it to FORA's kind.
+    decisions: tuple[str, ...] = ('compute', 'reuse_block', 'reuse_step', 'reuse_rollout')
 
     def __post_init__(self):
         for name in ('n_branches', 'cond_dim', 'd_model', 'n_head', 'mlp_ratio'):
@@ -50,6 +53,12 @@ class PrunerConfig:
                 raise ValueError(f'pruner {name} must be a positive int, got {value!r}')
         if not isinstance(self.n_steps, int) or self.n_steps < 0:
             raise ValueError(f'pruner n_steps must be an int >= 0, got {self.n_steps!r}')
+        names = [d.name.lower() for d in Decision]
+        self.decisions = tuple(self.decisions)
+        unknown = [d for d in self.decisions if d not in names]
+        if unknown or 'compute' not in self.decisions or len(self.decisions) < 2:
+            raise ValueError(f'pruner decisions must be names from {names} including compute '
+                             f'and at least one reuse, got {list(self.decisions)}')
         if self.d_model % self.n_head:
             raise ValueError(
                 f'pruner d_model ({self.d_model}) must be divisible by n_head ({self.n_head})')
@@ -78,6 +87,10 @@ class Pruner(nn.Module):
         self.step_prior = (nn.Parameter(torch.zeros(config.n_steps, config.n_branches,
                                                     N_DECISIONS))
                            if config.n_steps else None)
+        # Added to the logits: 0 for allowed decisions, a large negative number for the others.
+        masked = [d.name.lower() not in config.decisions for d in Decision]
+        self.register_buffer('decision_mask', torch.tensor(masked, dtype=torch.float32) * -1e4,
+                             persistent=False)
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
             # Start out preferring COMPUTE: an untrained pruner is (nearly) dense.
@@ -99,7 +112,7 @@ class Pruner(nn.Module):
         q = q + self.cross_attn.attend(cross_q.expand(k * b, -1, -1), ctx, None)
         q = q + self.mlp(self.norm_mlp(q))
         logits = self.head(self.norm_out(q))  # (K*B, nb, 4)
-        bias = torch.zeros(N_DECISIONS, device=logits.device, dtype=logits.dtype)
+        bias = self.decision_mask.to(logits.dtype).clone()
         bias[int(Decision.COMPUTE)] = self.compute_bias
         logits = (logits + bias).view(k, b, self.config.n_branches, N_DECISIONS)
         if self.step_prior is not None:

@@ -143,13 +143,15 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
                  out: Path, epochs: int = 1, lr: float = 1e-3, sparsity_weight: float = 1.0,
                  held_out: int = 4, seed: int = 0, max_calls: int | None = None,
                  d_model: int | None = None, init_schedule: str = 'none',
-                 prior_strength: float = 2.0, init_steps: list[int] | None = None) -> dict:
+                 prior_strength: float = 2.0, init_steps: list[int] | None = None,
+                 decisions: tuple[str, ...] | None = None) -> dict:
     """
     Distill a pruner for the frozen policy in ``policy_dir``; returns its record.
 
     ``init_schedule`` 'fora' or 'fixed' starts the pruner's prior at that static schedule;
     ``init_steps`` (with ``init_schedule`` 'steps') at :func:`step_schedule` of those steps,
-    e.g. the ``compute_steps`` found by ``search-schedule``.
+    e.g. the ``compute_steps`` found by ``search-schedule``. ``decisions`` restricts the
+    pruner to those Decision names (default: all four).
     """
     if not 0.0 < target < 1.0:
         raise ValueError(f'--target-sparsity must be in (0, 1), got {target}')
@@ -172,6 +174,8 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
     initial = (None if init_schedule == 'none' else step_schedule(k, nb, init_steps)
                if init_schedule == 'steps' else static_schedule(init_schedule, k, nb, target))
     sizes = {'d_model': d_model} if d_model else {}
+    if decisions is not None:
+        sizes['decisions'] = tuple(decisions)
     pruner = Pruner(PrunerConfig(n_branches=nb, cond_dim=config.n_emb,
                                  n_steps=0 if init_schedule == 'none' else k, **sizes))
     if init_schedule == 'none':
@@ -253,6 +257,7 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
               'held_out_trajectories': val_eps, 'epochs': epochs, 'lr': lr,
               'sparsity_weight': sparsity_weight, 'train_calls': len(history),
               'init_schedule': init_schedule, 'init_steps': init_steps,
+              'decisions': list(pruner.config.decisions),
               'init_schedule_sparsity': sp_init, 'init_schedule_action_l1': err_init,
               'prior_strength': prior_strength if init_schedule != 'none' else None,
               'elapsed_s': round(time.time() - started, 1),
@@ -310,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
                         '(implies --init-schedule steps)')
     parser.add_argument('--prior-strength', type=float, default=2.0,
                         help='logit margin of the initial schedule (smaller: easier to move)')
+    parser.add_argument('--decisions', default=None,
+                        help='comma list of the decisions the pruner may take, e.g. '
+                        'compute,reuse_step (default: compute,reuse_block,reuse_step,'
+                        'reuse_rollout)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', required=True, type=Path,
                         help='folder to write the pruner to (the policy folder itself is fine)')
@@ -329,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                      sparsity_weight=args.sparsity_weight, held_out=args.held_out,
                      seed=args.seed, max_calls=args.max_calls, d_model=args.d_model,
                      init_schedule=args.init_schedule, prior_strength=args.prior_strength,
-                     init_steps=init_steps)
+                     init_steps=init_steps,
+                     decisions=tuple(d.strip() for d in args.decisions.split(','))
+                     if args.decisions else None)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-pruner: error: {error}', file=sys.stderr)
         return 2
