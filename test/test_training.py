@@ -231,7 +231,8 @@ def test_pruner_started_at_a_static_schedule_is_exactly_that_schedule(trained, d
                      epochs=0, held_out=1, init_schedule='ddim')
 
 
-def test_searched_steps_beat_fora_and_start_a_pruner_exactly_there(trained, dataset, tmp_path):
+def test_searched_steps_beat_fora_and_start_a_pruner_exactly_there(
+        trained, dataset, tmp_path, capsys):
     # 10 denoising steps at 0.8: two computed steps, FORA's are (0, 5).
     record_path = tmp_path / 'search.json'
     assert search_main(['--policy', str(trained), '--dataset', str(dataset),
@@ -243,6 +244,13 @@ def test_searched_steps_beat_fora_and_start_a_pruner_exactly_there(trained, data
     assert record['sparsity'] == pytest.approx(0.8)
     assert record['action_l1'] <= min(record['fora_action_l1'],
                                       record['evenly_spaced_action_l1'])
+    for bad, field in ((['--trajectories', '0'], '--trajectories'),
+                       (['--max-calls', '-1'], '--max-calls'),
+                       (['--max-passes', '0'], '--max-passes'),
+                       (['--target-sparsity', '1.0'], 'target_sparsity')):
+        assert search_main(['--policy', str(trained), '--dataset', str(dataset),
+                            '--out', str(tmp_path / 'bad.json'), *bad]) == 2, field
+        assert field in capsys.readouterr().err
     # A pruner started at the searched steps makes exactly their decisions (no distillation).
     out = tmp_path / 'p'
     assert train_pruner_main(['--policy', str(trained), '--dataset', str(dataset),

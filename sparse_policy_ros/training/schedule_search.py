@@ -28,6 +28,7 @@ from .replay_buffer import ReplayBuffer
 from .train_pruner import call_contexts, evaluate_contexts, split_trajectories
 from ..policy.checkpoint import load_policy
 from ..policy.scheduler import NoiseScheduler
+from ..sparsity.decisions import Decision
 from ..sparsity.schedules import fora_schedule, step_schedule
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,12 @@ def coordinate_descent(cost: Callable[[Steps], float], steps: int, start: Steps,
 def search_schedule(policy_dir: Path, dataset: Path, target: float, trajectories: int,
                     max_calls: int | None, seed: int = 0, max_passes: int = 3) -> dict:
     """Search the computed steps for the policy in ``policy_dir``; return the record."""
+    if trajectories < 1:
+        raise ValueError(f'--trajectories must be >= 1, got {trajectories}')
+    if max_calls is not None and max_calls < 1:
+        raise ValueError(f'--max-calls must be >= 0 (0: whole trajectories), got {max_calls}')
+    if max_passes < 1:
+        raise ValueError(f'--max-passes must be >= 1, got {max_passes}')
     started = time.time()
     model = load_policy(policy_dir).requires_grad_(False)
     scheduler = NoiseScheduler(model.config)
@@ -102,6 +109,8 @@ def search_schedule(policy_dir: Path, dataset: Path, target: float, trajectories
     buffer = ReplayBuffer.open(dataset, mode='r')
     train_trajs, _, train_eps, _ = split_trajectories(policy_dir, model, buffer, trajectories,
                                                       0, max_calls)
+    if not train_trajs:
+        raise ValueError(f'{dataset} holds none of the training episodes of {policy_dir}')
     contexts = call_contexts(model, scheduler, train_trajs, seed)
 
     def cost(chosen: Steps) -> float:
@@ -110,7 +119,8 @@ def search_schedule(policy_dir: Path, dataset: Path, target: float, trajectories
 
     count = compute_budget(k, target)
     fora = fora_schedule(k, nb, target)
-    fora_steps = tuple(int(i) for i in torch.nonzero(fora[:, 0] == 0).flatten())
+    computed = fora[:, 0] == int(Decision.COMPUTE)
+    fora_steps = tuple(int(i) for i in torch.nonzero(computed).flatten())
     start = evenly_spaced_steps(k, count)
     best, best_cost, history = coordinate_descent(cost, k, start, max_passes=max_passes)
     return {
@@ -145,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
+        if args.max_calls < 0:
+            raise ValueError(f'--max-calls must be >= 0 (0: whole trajectories), got '
+                             f'{args.max_calls}')
         record = search_schedule(args.policy, args.dataset, args.target_sparsity,
                                  args.trajectories, args.max_calls or None, args.seed,
                                  args.max_passes)
