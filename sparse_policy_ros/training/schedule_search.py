@@ -126,7 +126,7 @@ def search_schedule(policy_dir: Path, dataset: Path, target: float, trajectories
     return {
         'compute_steps': list(best), 'action_l1': best_cost,
         'sparsity': 1.0 - len(best) / k, 'target_sparsity': target, 'denoising_steps': k,
-        'evenly_spaced_steps': list(start), 'evenly_spaced_action_l1': cost(start),
+        'evenly_spaced_steps': list(start), 'evenly_spaced_action_l1': history[0]['cost'],
         'fora_steps': list(fora_steps), 'fora_action_l1': cost(fora_steps),
         'fora_sparsity': 1.0 - len(fora_steps) / k,
         'history': history, 'trajectories': train_eps, 'max_calls': max_calls,

@@ -132,13 +132,6 @@ def evaluate_contexts(model: DiffusionPolicy, scheduler: NoiseScheduler,
     return float(np.mean(errors)), float(np.mean(sparsities))
 
 
-def evaluate(model: DiffusionPolicy, scheduler: NoiseScheduler, trajectories: list[list[dict]],
-             decisions_for, seed: int) -> tuple[float, float]:
-    """Mean L1 (normalized actions) vs dense over all calls; mean sparsity of sparse calls."""
-    return evaluate_contexts(model, scheduler, call_contexts(model, scheduler, trajectories, seed),
-                             decisions_for)
-
-
 def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: int,
                  out: Path, epochs: int = 1, lr: float = 1e-3, sparsity_weight: float = 1.0,
                  held_out: int = 4, seed: int = 0, max_calls: int | None = None,
@@ -242,12 +235,18 @@ def train_pruner(policy_dir: Path, dataset: Path, target: float, trajectories: i
         with torch.no_grad():
             return decide(pruner(ctx.memory))
 
-    err_pruner, sp_pruner = evaluate(model, scheduler, val_trajs, pruner_decisions, seed)
+    # The held-out calls' memory, noise and dense reference, computed once for every schedule.
+    val_contexts = call_contexts(model, scheduler, val_trajs, seed)
+
+    def evaluate(decisions_for) -> tuple[float, float]:
+        return evaluate_contexts(model, scheduler, val_contexts, decisions_for)
+
+    err_pruner, sp_pruner = evaluate(pruner_decisions)
     static = fixed_schedule(k, nb, min(max(sp_pruner, 0.0), 0.99))
-    err_fixed, sp_fixed = evaluate(model, scheduler, val_trajs, lambda ctx: static, seed)
+    err_fixed, sp_fixed = evaluate(lambda ctx: static)
     fora = static_schedule('fora', k, nb, min(max(sp_pruner, 0.0), 0.99))
-    err_fora, sp_fora = evaluate(model, scheduler, val_trajs, lambda ctx: fora, seed)
-    err_init, sp_init = (evaluate(model, scheduler, val_trajs, lambda ctx: initial, seed)
+    err_fora, sp_fora = evaluate(lambda ctx: fora)
+    err_init, sp_init = (evaluate(lambda ctx: initial)
                          if initial is not None else (None, None))
     record = {'target_sparsity': target, 'achieved_sparsity': sp_pruner,
               'compute_bias': bias,
