@@ -18,6 +18,7 @@ import numpy as np
 
 from .envs import env_name_for_task, make_env
 from .evaluate import run_episode
+from ..policy.observation import OBS_IMAGES
 from ..sparsity.sparse_policy import MODES, SparsePolicy
 
 
@@ -47,13 +48,13 @@ class _Recording:
 
     def reset(self, seed: int):
         obs = self.env.reset(seed=seed)
-        self.frames, self._steps = [obs['images'][self.camera]], 0
+        self.frames, self._steps = [obs[OBS_IMAGES][self.camera]], 0
         return obs
 
     def step(self, action):
         result = self.env.step(action)
         self._steps += 1
-        self._last = result[0]['images'][self.camera]
+        self._last = result[0][OBS_IMAGES][self.camera]
         if self._steps % self.every == 0:
             self.frames.append(self._last)
         return result
