@@ -139,6 +139,13 @@ def test_config_round_trip_and_validation():
         PolicyConfig(n_emb=30)
     with pytest.raises(ValueError, match='crop_shape'):
         PolicyConfig(crop_shape=(100, 84))
+    with pytest.raises(ValueError, match='random_shift must be a non-negative int .*-1'):
+        PolicyConfig(random_shift=-1)
+    with pytest.raises(ValueError, match='random_shift .* got 2.5'):
+        PolicyConfig(random_shift=2.5)
+    older = config.to_dict()
+    del older['random_shift']  # written before the field existed: loads without any shift
+    assert PolicyConfig.from_dict(older).random_shift == 0
     with pytest.raises(ValueError, match='num_inference_steps'):
         PolicyConfig(num_train_timesteps=10, num_inference_steps=20)
     with pytest.raises(ValueError, match='camera_names must be unique'):

@@ -26,6 +26,7 @@ class PolicyConfig:
     camera_names: tuple[str, ...] = ('front',)  # one RGB image per camera per observation step
     image_shape: tuple[int, int, int] = (3, 96, 96)  # (C, H, W) of incoming camera images
     crop_shape: tuple[int, int] | None = (84, 84)  # random crop in training, center crop at test
+    random_shift: int = 0  # training only: shift images by up to this many px (edges replicated)
     encoder: str = 'resnet18_gn'  # one of ENCODER_TYPES
     image_feature_dim: int = 64  # per-camera feature size after spatial softmax + projection
     state_dim: int = 7  # joint positions fed to the policy
@@ -68,6 +69,9 @@ class PolicyConfig:
             raise ValueError(
                 f'crop_shape must be (h, w) no larger than image {self.image_shape[1:]}, '
                 f'got {self.crop_shape}')
+        if not isinstance(self.random_shift, int) or self.random_shift < 0:
+            raise ValueError(
+                f'random_shift must be a non-negative int (pixels), got {self.random_shift!r}')
         for name in ('state_dim', 'action_dim', 'horizon', 'n_obs_steps', 'n_action_steps',
                      'n_layer', 'n_head', 'n_emb', 'mlp_ratio', 'num_train_timesteps',
                      'num_inference_steps', 'image_feature_dim'):

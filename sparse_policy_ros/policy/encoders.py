@@ -3,6 +3,8 @@ Observation encoders: ResNet-18-GroupNorm or a small CNN per camera, an MLP for 
 
 Image pipeline (robomimic / Diffusion Policy style): uint8 HWC -> float [-1, 1] CHW, random crop
 in training and center crop at inference, conv trunk, spatial-softmax keypoints, linear head.
+Instead of (or beside) the crop, ``random_shift`` translates each training image by a few pixels
+with replicated edges (DrQ-style pad and crop) and leaves the whole view to inference.
 """
 
 import torch
@@ -101,9 +103,22 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: PolicyConfig):
         super().__init__()
         self.crop_shape = config.crop_shape
+        self.random_shift = config.random_shift
         self.trunk = ResNet18GN() if config.encoder == 'resnet18_gn' else SmallCNN()
         self.pool = SpatialSoftmax(self.trunk.out_channels)
         self.proj = nn.Linear(2 * self.pool.num_keypoints, config.image_feature_dim)
+
+    def shift(self, images: torch.Tensor) -> torch.Tensor:
+        """Translate each image by up to ``random_shift`` px in training; identity at inference."""
+        pad = self.random_shift
+        if not self.training or pad == 0:
+            return images
+        _, _, h, w = images.shape
+        padded = F.pad(images, (pad, pad, pad, pad), mode='replicate')
+        tops = torch.randint(0, 2 * pad + 1, (images.shape[0],)).tolist()
+        lefts = torch.randint(0, 2 * pad + 1, (images.shape[0],)).tolist()
+        return torch.stack([img[:, t:t + h, s:s + w]
+                            for img, t, s in zip(padded, tops, lefts)])
 
     def crop(self, images: torch.Tensor) -> torch.Tensor:
         """Crop randomly in training (one offset per image), centrally at inference."""
@@ -121,7 +136,7 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) float in [-1, 1] -> (N, image_feature_dim)."""
-        return self.proj(self.pool(self.trunk(self.crop(images))))
+        return self.proj(self.pool(self.trunk(self.crop(self.shift(images)))))
 
 
 class ObservationEncoder(nn.Module):
