@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sparse_policy_ros.sim.env import ArmPushEnv
-from sparse_policy_ros.sim.evaluate import main, stack_history
+from sparse_policy_ros.sim.evaluate import deviation_by_call, main, stack_history
 from sparse_policy_ros.sparsity.schedules import step_schedule
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 import torch
@@ -16,7 +16,7 @@ import torch
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'default'
 FIELDS = {'mode', 'target_sparsity', 'episodes', 'success_rate', 'success_ci95',
           'action_deviation_from_dense', 'latency_p50_ms', 'latency_p99_ms', 'sparsity',
-          'flops_per_call', 'calls', 'episodes_detail'}
+          'flops_per_call', 'calls', 'action_deviation_by_call', 'episodes_detail'}
 
 
 def run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
@@ -47,6 +47,16 @@ def test_default_model_reports_every_field(tmp_path):
         assert rows[mode]['flops_per_call'] < rows['dense']['flops_per_call'] / 2
         assert math.isfinite(rows[mode]['action_deviation_from_dense'])
         assert rows[mode]['action_deviation_from_dense'] > 0
+        # Error over the rollout: 3 calls in each of the 2 episodes; the per-call means weigh
+        # back to the overall mean; the first call (dense after the reset) matches dense.
+        by_call = rows[mode]['action_deviation_by_call']
+        assert [(c['call'], c['episodes']) for c in by_call] == [(0, 2), (1, 2), (2, 2)]
+        assert np.isclose(np.mean([c['mean'] for c in by_call]),
+                          rows[mode]['action_deviation_from_dense'])
+        assert by_call[0]['mean'] < 1e-5 < by_call[1]['mean'] <= by_call[1]['max']
+        assert [len(e['deviation']) for e in rows[mode]['episodes_detail']] == [3, 3]
+    assert rows['dense']['action_deviation_by_call'] == []
+    assert 'by call index' in table and '| 2 | ' in table
     meta = report['meta']
     assert meta['torch_threads'] >= 1 and meta['cpu_count'] >= 1 and meta['model']
     assert 'Command: `' in table
@@ -66,7 +76,18 @@ def test_executed_actions_sets_the_replanning_period(tmp_path):
 def test_skipped_deviation_is_reported_as_not_measured(tmp_path):
     report, table = run(tmp_path, '--modes', 'fora', '--no-deviation')
     assert report['modes'][0]['action_deviation_from_dense'] is None
-    assert '| not measured |' in table
+    assert report['modes'][0]['action_deviation_by_call'] == []
+    assert '| not measured |' in table and 'by call index' not in table
+
+
+def test_deviation_by_call_averages_the_episodes_that_reached_each_call():
+    rows = deviation_by_call([{'deviation': [0.0, 0.2, 0.4]}, {'deviation': [0.0, 0.4]},
+                              {'deviation': []}])
+    assert [r['call'] for r in rows] == [0, 1, 2]
+    assert [r['episodes'] for r in rows] == [2, 2, 1]
+    assert np.allclose([r['mean'] for r in rows], [0.0, 0.3, 0.4])
+    assert np.allclose([r['max'] for r in rows], [0.0, 0.4, 0.4])
+    assert deviation_by_call([{'deviation': []}]) == []
 
 
 @pytest.mark.parametrize('args, message', [

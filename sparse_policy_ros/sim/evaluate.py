@@ -6,7 +6,9 @@ modes interleaved so that a drifting machine speed affects all alike. Per mode i
 reports success with a 95% Wilson interval, the mean action deviation from the dense policy on
 the same observations with the same noise, predict latency p50/p99, achieved sparsity and
 FLOPs per call (counted with FlopCounterMode on one call per episode), and saves JSON and a
-markdown table.
+markdown table. The deviation is also given by call index within the episode
+(``action_deviation_by_call``; per episode in ``episodes_detail``), which shows whether reuse
+errors grow over a rollout.
 
 The environment is ``--env`` (:mod:`.envs`), by default the one named by the model's
 ``policy.extra.task`` (``arm_push`` when it names none).
@@ -162,9 +164,53 @@ def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]
         'sparsity': float(np.mean(sparsity)) if sparsity else 0.0,
         'flops_per_call': float(np.mean(flops)) if flops else None,
         'calls': int(sum(r['calls'] for r in results)),
-        'episodes_detail': [{'seed': r['seed'], 'success': r['success'], 'calls': r['calls']}
-                            for r in results],
+        'action_deviation_by_call': deviation_by_call(results),
+        'episodes_detail': [{'seed': r['seed'], 'success': r['success'], 'calls': r['calls'],
+                             'deviation': r['deviation']} for r in results],
     }
+
+
+def deviation_by_call(results: list[dict]) -> list[dict]:
+    """
+    Mean deviation from dense at each call index of an episode (error accumulation over a rollout).
+
+    Calls an episode did not reach are absent from its mean; ``episodes`` says how many
+    contributed. Empty when the deviation was not measured (dense, --no-deviation).
+    """
+    longest = max((len(r['deviation']) for r in results), default=0)
+    rows = []
+    for call in range(longest):
+        values = [r['deviation'][call] for r in results if len(r['deviation']) > call]
+        rows.append({'call': call, 'mean': float(np.mean(values)), 'max': float(np.max(values)),
+                     'episodes': len(values)})
+    return rows
+
+
+def deviation_table(rows: list[dict], min_episodes: int = 10) -> str:
+    """
+    Deviation from dense by call index, one column per sparse mode; '' if none was measured.
+
+    A call index shows where at least ``min_episodes`` episodes (all, if fewer ran) reached it.
+    """
+    measured = [r for r in rows if r.get('action_deviation_by_call')]
+    if not measured:
+        return ''
+    longest = max(len(r['action_deviation_by_call']) for r in measured)
+    lines = ['| call | ' + ' | '.join(f"{r['mode']} mean (max, episodes)" for r in measured)
+             + ' |', '|---:|' + '---:|' * len(measured)]
+    for call in range(longest):
+        cells = []
+        for r in measured:
+            by_call = r['action_deviation_by_call']
+            enough = min(min_episodes, r['episodes'])
+            if call < len(by_call) and by_call[call]['episodes'] >= enough:
+                entry = by_call[call]
+                cells.append(f"{entry['mean']:.4f} ({entry['max']:.4f}, {entry['episodes']})")
+            else:
+                cells.append('')
+        if any(cells):
+            lines.append(f'| {call} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -229,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = evaluate_modes(args.model, modes, args.episodes, args.seed_start, target,
                           args.device, not args.no_deviation, args.max_steps, env_name, executed)
     table = markdown_table(rows)
+    by_call = deviation_table(rows)
+    if by_call:
+        table += ('\n\nMean (max) action deviation from dense by call index within an episode '
+                  '(call 0 follows the reset; calls reached by at least 10 episodes or all):\n\n'
+                  + by_call)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
