@@ -16,7 +16,8 @@ import torch
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'default'
 FIELDS = {'mode', 'target_sparsity', 'episodes', 'success_rate', 'success_ci95',
           'action_deviation_from_dense', 'latency_p50_ms', 'latency_p99_ms', 'sparsity',
-          'flops_per_call', 'calls', 'action_deviation_by_call', 'episodes_detail'}
+          'flops_per_call', 'calls', 'action_deviation_by_call', 'decision_fractions',
+          'episodes_detail'}
 
 
 def run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
@@ -56,6 +57,15 @@ def test_default_model_reports_every_field(tmp_path):
         assert by_call[0]['mean'] < 1e-5 < by_call[1]['mean'] <= by_call[1]['max']
         assert [len(e['deviation']) for e in rows[mode]['episodes_detail']] == [3, 3]
     assert rows['dense']['action_deviation_by_call'] == []
+    # Decision shares: dense computes everything; the sparse modes' reuse share is their sparsity.
+    assert rows['dense']['decision_fractions'] == {
+        'compute': 1.0, 'reuse_block': 0.0, 'reuse_step': 0.0, 'reuse_rollout': 0.0}
+    for mode in ('fixed', 'pruner'):
+        shares = rows[mode]['decision_fractions']
+        assert math.isclose(sum(shares.values()), 1.0)
+        assert math.isclose(1.0 - shares['compute'], rows[mode]['sparsity'], abs_tol=1e-6)
+    assert rows['pruner']['decision_fractions']['reuse_rollout'] == 0.0  # the searched steps
+    assert '| mode | compute | reuse_block | reuse_step | reuse_rollout |' in table
     assert 'by call index' in table and '| 2 | ' in table
     meta = report['meta']
     assert meta['torch_threads'] >= 1 and meta['cpu_count'] >= 1 and meta['model']

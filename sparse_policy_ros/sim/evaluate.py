@@ -8,7 +8,8 @@ the same observations with the same noise, predict latency p50/p99, achieved spa
 FLOPs per call (counted with FlopCounterMode on one call per episode), and saves JSON and a
 markdown table. The deviation is also given by call index within the episode
 (``action_deviation_by_call``; per episode in ``episodes_detail``), which shows whether reuse
-errors grow over a rollout.
+errors grow over a rollout, and the share of each decision kind executed
+(``decision_fractions``: compute, reuse_block, reuse_step, reuse_rollout).
 
 The environment is ``--env`` (:mod:`.envs`), by default the one named by the model's
 ``policy.extra.task`` (``arm_push`` when it names none).
@@ -35,6 +36,7 @@ from .env import ArmPushEnv
 from .envs import env_name_for_task, ENV_NAMES, make_env
 from ..policy.checkpoint import load_config
 from ..policy.observation import OBS_IMAGES, OBS_STATE
+from ..sparsity.decisions import Decision, N_DECISIONS
 from ..sparsity.sparse_policy import MODES, SparsePolicy
 
 MODE_ALIASES = {'static': 'fixed'}
@@ -70,6 +72,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
     obs = env.reset(seed=seed)
     history = deque([obs] * config.n_obs_steps, maxlen=config.n_obs_steps)
     latencies, sparsities, deviations, flops = [], [], [], []
+    decision_counts = np.zeros(N_DECISIONS, dtype=np.int64)
     done = False
     call = 0
     while not done:
@@ -83,6 +86,8 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             latencies.append(chunk.stats.total_ms)
         if call > 0 or policy.mode in ('dense', 'ddim'):  # call 0 after a reset is dense
             sparsities.append(chunk.stats.sparsity)
+            decision_counts += np.bincount(
+                chunk.stats.decisions.flatten().to(torch.int64).numpy(), minlength=N_DECISIONS)
         if reference is not None:
             dense = reference.predict(observation,
                                       generator=torch.Generator().manual_seed(seed * 1000 + call))
@@ -95,7 +100,8 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
                 done = True
                 break
     return {'seed': seed, 'success': bool(env.success), 'latencies_ms': latencies,
-            'sparsity': sparsities, 'deviation': deviations, 'flops': flops, 'calls': call}
+            'sparsity': sparsities, 'deviation': deviations, 'flops': flops, 'calls': call,
+            'decisions': decision_counts.tolist()}
 
 
 def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int,
@@ -165,9 +171,18 @@ def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]
         'flops_per_call': float(np.mean(flops)) if flops else None,
         'calls': int(sum(r['calls'] for r in results)),
         'action_deviation_by_call': deviation_by_call(results),
+        'decision_fractions': decision_fractions(results),
         'episodes_detail': [{'seed': r['seed'], 'success': r['success'], 'calls': r['calls'],
                              'deviation': r['deviation']} for r in results],
     }
+
+
+def decision_fractions(results: list[dict]) -> dict[str, float]:
+    """Share of each decision kind over all (step, branch) pairs of the counted calls."""
+    counts = np.sum([r['decisions'] for r in results], axis=0) if results else None
+    total = 0 if counts is None else int(np.sum(counts))
+    return {kind.name.lower(): (float(counts[kind]) / total if total else 0.0)
+            for kind in Decision}
 
 
 def deviation_by_call(results: list[dict]) -> list[dict]:
@@ -184,6 +199,16 @@ def deviation_by_call(results: list[dict]) -> list[dict]:
         rows.append({'call': call, 'mean': float(np.mean(values)), 'max': float(np.max(values)),
                      'episodes': len(values)})
     return rows
+
+
+def decision_table(rows: list[dict]) -> str:
+    """Share of each decision kind, one row per mode."""
+    kinds = [kind.name.lower() for kind in Decision]
+    lines = ['| mode | ' + ' | '.join(kinds) + ' |', '|---|' + '---:|' * len(kinds)]
+    for r in rows:
+        lines.append(f"| {r['mode']} | "
+                     + ' | '.join(f"{r['decision_fractions'][k]:.3f}" for k in kinds) + ' |')
+    return '\n'.join(lines)
 
 
 def deviation_table(rows: list[dict], min_episodes: int = 10) -> str:
@@ -274,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     target = None if args.target_sparsity < 0 else args.target_sparsity
     rows = evaluate_modes(args.model, modes, args.episodes, args.seed_start, target,
                           args.device, not args.no_deviation, args.max_steps, env_name, executed)
-    table = markdown_table(rows)
+    table = markdown_table(rows) + '\n\nDecisions executed (calls after the first of each ' \
+        'episode; dense: all calls):\n\n' + decision_table(rows)
     by_call = deviation_table(rows)
     if by_call:
         table += ('\n\nMean (max) action deviation from dense by call index within an episode '
