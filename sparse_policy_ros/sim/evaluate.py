@@ -86,8 +86,8 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             latencies.append(chunk.stats.total_ms)
         if call > 0 or policy.mode in ('dense', 'ddim'):  # call 0 after a reset is dense
             sparsities.append(chunk.stats.sparsity)
-            decision_counts += np.bincount(
-                chunk.stats.decisions.flatten().to(torch.int64).numpy(), minlength=N_DECISIONS)
+            executed_kinds = chunk.stats.decisions.flatten().to('cpu', torch.int64).numpy()
+            decision_counts += np.bincount(executed_kinds, minlength=N_DECISIONS)
         if reference is not None:
             dense = reference.predict(observation,
                                       generator=torch.Generator().manual_seed(seed * 1000 + call))
