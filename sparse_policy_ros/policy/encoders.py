@@ -97,6 +97,14 @@ class SpatialSoftmax(nn.Module):
         return (attention @ grid).reshape(b, 2 * self.num_keypoints)  # (B, 2K)
 
 
+def random_windows(images: torch.Tensor, ch: int, cw: int) -> torch.Tensor:
+    """Cut one (ch, cw) window at a random offset out of each image of (N, C, H, W)."""
+    _, _, h, w = images.shape
+    tops = torch.randint(0, h - ch + 1, (images.shape[0],)).tolist()
+    lefts = torch.randint(0, w - cw + 1, (images.shape[0],)).tolist()
+    return torch.stack([img[:, t:t + ch, s:s + cw] for img, t, s in zip(images, tops, lefts)])
+
+
 class ImageEncoder(nn.Module):
     """One camera: crop, trunk, spatial softmax, projection to ``image_feature_dim``."""
 
@@ -114,11 +122,7 @@ class ImageEncoder(nn.Module):
         if not self.training or pad == 0:
             return images
         _, _, h, w = images.shape
-        padded = F.pad(images, (pad, pad, pad, pad), mode='replicate')
-        tops = torch.randint(0, 2 * pad + 1, (images.shape[0],)).tolist()
-        lefts = torch.randint(0, 2 * pad + 1, (images.shape[0],)).tolist()
-        return torch.stack([img[:, t:t + h, s:s + w]
-                            for img, t, s in zip(padded, tops, lefts)])
+        return random_windows(F.pad(images, (pad, pad, pad, pad), mode='replicate'), h, w)
 
     def crop(self, images: torch.Tensor) -> torch.Tensor:
         """Crop randomly in training (one offset per image), centrally at inference."""
@@ -129,10 +133,7 @@ class ImageEncoder(nn.Module):
         if not self.training:
             top, left = (h - ch) // 2, (w - cw) // 2
             return images[:, :, top:top + ch, left:left + cw]
-        tops = torch.randint(0, h - ch + 1, (images.shape[0],)).tolist()
-        lefts = torch.randint(0, w - cw + 1, (images.shape[0],)).tolist()
-        return torch.stack([img[:, t:t + ch, s:s + cw]
-                            for img, t, s in zip(images, tops, lefts)])
+        return random_windows(images, ch, cw)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) float in [-1, 1] -> (N, image_feature_dim)."""
