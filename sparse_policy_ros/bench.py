@@ -7,6 +7,7 @@ Usage::
     python -m sparse_policy_ros.bench --model DIR     # a trained model folder (and its pruner)
     python -m sparse_policy_ros.bench --quick         # tiny config, a smoke run in seconds
     python -m sparse_policy_ros.bench --module-calls  # + each sparse row without the frozen view
+    python -m sparse_policy_ros.bench --int8          # + dense and each sparse row in int8 (CPU)
 
 Every row runs the same sequence of observations through ``SparsePolicy.predict``: warm-up
 calls first (the first call after a reset is dense), then ``--calls`` timed calls (wall clock
@@ -53,7 +54,8 @@ QUICK_CONFIG = PolicyConfig(
     encoder='small_cnn', n_layer=2, n_emb=32, n_head=2, state_dim=4, action_dim=4, horizon=8,
     n_obs_steps=2, n_action_steps=4, num_train_timesteps=10, num_inference_steps=10,
     image_shape=(3, 32, 32), crop_shape=(28, 28), image_feature_dim=16)
-ROW_FIELDS = ('label', 'mode', 'target_sparsity', 'async_pruner', 'frozen', 'steps', 'calls',
+ROW_FIELDS = ('label', 'mode', 'target_sparsity', 'async_pruner', 'frozen', 'int8_linears',
+              'steps', 'calls',
               'latency_ms', 'speedup_p50', 'flops', 'flop_reduction', 'sparsity',
               'cache_bytes', 'split_ms', 'decision_mix')
 
@@ -82,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='add an ablation row per sparse row: the same policy without the '
                              'frozen transformer view (plain nn.Module calls, keys/values '
                              'projected per step), timed side by side')
+    parser.add_argument('--int8', action='store_true',
+                        help='add a row per dense and sparse row: the same policy with its '
+                             'branch matmuls in dynamic int8 (CPU only), timed side by side')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', type=Path, default=Path('results/bench'),
                         help='folder for the JSON and markdown results')
@@ -173,18 +178,20 @@ class RowRunner:
 
     def __init__(self, model: DiffusionPolicy, pruner: Pruner, mode: str,
                  target: float | None, async_pruner: bool | None, args: argparse.Namespace,
-                 frozen: bool = True):
+                 view: str = 'frozen'):
         self.mode = mode
         self.target = target
-        self.frozen = frozen
+        self.frozen = view != 'modules'
+        self.int8 = view == 'int8'
         self.label = mode if target is None else f'{mode} @ {target:g}'
-        if not frozen:
+        if view != 'frozen':
             # The frozen view lives on the model, which the other rows share: a copy of its own.
             model = copy.deepcopy(model)
-            self.label += ', module calls'
+            self.label += ', module calls' if view == 'modules' else ', int8'
         self.policy = SparsePolicy(model, pruner if mode == 'pruner' else None, mode=mode,
                                    target_sparsity=target, device=args.device, warmup=True,
-                                   seed=args.seed, async_pruner=async_pruner, freeze=frozen)
+                                   seed=args.seed, async_pruner=async_pruner,
+                                   freeze=self.frozen, int8_linears=self.int8)
         self.wall: list[float] = []
         self.stats = []
 
@@ -216,7 +223,7 @@ class RowRunner:
         return {
             'label': self.label, 'mode': self.mode, 'target_sparsity': self.target,
             'async_pruner': policy.async_pruner if self.mode == 'pruner' else None,
-            'frozen': self.frozen,
+            'frozen': self.frozen, 'int8_linears': self.int8,
             'steps': policy.scheduler.num_inference_steps, 'calls': len(wall),
             'latency_ms': {'p50': float(np.percentile(wall, 50)),
                            'p99': float(np.percentile(wall, 99)),
@@ -229,19 +236,24 @@ class RowRunner:
 
 
 def plan_rows(args: argparse.Namespace, device: torch.device) -> list[tuple]:
-    """(mode, target, async_pruner, frozen) for every row, dense first."""
-    rows = [('dense', None, None, True)]
+    """(mode, target, async_pruner, view) for every row, dense first; view: frozen/modules/int8."""
+    rows = [('dense', None, None, 'frozen')]
+    if args.int8:
+        rows.append(('dense', None, None, 'int8'))
     auto_async = resolve_async_pruner(None, device)
     for target in args.sparsity:
         for mode in args.modes:
             if mode != 'pruner':
-                rows.append((mode, target, None, True))
+                rows.append((mode, target, None, 'frozen'))
             else:
-                rows.append((mode, target, auto_async, True))
+                rows.append((mode, target, auto_async, 'frozen'))
                 if args.pruner_overlap == 'both':
-                    rows.append((mode, target, not auto_async, True))
+                    rows.append((mode, target, not auto_async, 'frozen'))
+            overlap = auto_async if mode == 'pruner' else None
             if args.module_calls:
-                rows.append((mode, target, auto_async if mode == 'pruner' else None, False))
+                rows.append((mode, target, overlap, 'modules'))
+            if args.int8:
+                rows.append((mode, target, overlap, 'int8'))
     return rows
 
 
@@ -292,9 +304,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, pruner, source = build_model(args)
     config = model.config
     observations = make_observations(config, args.warmup + args.calls + 1, args.seed)
-    runners = [RowRunner(model, pruner, mode, target, overlap, args, frozen)
-               for mode, target, overlap, frozen in tqdm(plan_rows(args, device),
-                                                         desc='build', unit='row')]
+    runners = [RowRunner(model, pruner, mode, target, overlap, args, view)
+               for mode, target, overlap, view in tqdm(plan_rows(args, device),
+                                                       desc='build', unit='row')]
     for i in range(args.warmup):
         for runner in runners:
             runner.call(observations[i], timed=False)

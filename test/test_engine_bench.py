@@ -57,3 +57,20 @@ def test_module_calls_rows_time_the_unfrozen_engine_beside_the_frozen_one(tmp_pa
         assert frozen['sparsity'] == modules['sparsity']
         # Projecting the cross-attention keys/values at each computed step costs FLOPs.
         assert modules['flops'] > frozen['flops']
+
+
+def test_int8_rows_time_the_int8_engine_beside_the_float_one(tmp_path):
+    assert main(['--quick', '--calls', '2', '--sparsity', '0.8', '--modes', 'fora', 'pruner',
+                 '--pruner-overlap', 'auto', '--int8', '--device', 'cpu',
+                 '--out', str(tmp_path)]) == 0
+    [json_path] = tmp_path.glob('bench-*.json')
+    rows = json.loads(json_path.read_text())['rows']
+    assert [(r['label'], r['int8_linears']) for r in rows] == [
+        ('dense', False), ('dense, int8', True), ('fora @ 0.8', False),
+        ('fora @ 0.8, int8', True), ('pruner @ 0.8', False), ('pruner @ 0.8, int8', True)]
+    by_label = {r['label']: r for r in rows}
+    for name in ('dense', 'fora @ 0.8', 'pruner @ 0.8'):
+        exact, int8 = by_label[name], by_label[f'{name}, int8']
+        assert exact['sparsity'] == int8['sparsity']
+        # The int8 matmuls are counted like the float ones they replace.
+        assert exact['flops'] == int8['flops'] > 0

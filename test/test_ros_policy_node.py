@@ -391,3 +391,21 @@ def test_torch_threads_parameter_sets_the_intra_op_threads(ros_harness, make_pol
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
+
+
+def test_int8_linears_parameter_builds_an_int8_policy(ros_harness, make_policy_node):
+    node = make_policy_node(int8_linears=True)
+    assert node.autostart_ok
+    assert node._policy.int8_linears is True
+    assert make_policy_node()._policy.int8_linears is False
+
+
+def test_int8_linears_with_a_cuda_device_is_a_clear_error(monkeypatch):
+    # No GPU here: CUDA's presence is mocked; the loader must refuse before touching it.
+    from sparse_policy_ros.ros.params import POLICY_PARAMS
+    from sparse_policy_ros.ros.policy_loader import load_sparse_policy
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    settings = {spec.name: spec.default for spec in POLICY_PARAMS}
+    settings.update(int8_linears=True, device='auto', model_path='random')
+    with pytest.raises(ValueError, match="int8_linears: runs on the CPU only, but device 'auto'"):
+        load_sparse_policy(settings)

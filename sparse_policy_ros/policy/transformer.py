@@ -172,19 +172,20 @@ class DiffusionTransformer(nn.Module):
         nn.init.normal_(self.cond_pos_emb, std=0.02)
         self._frozen: FrozenTransformer | None = None
 
-    def freeze(self) -> None:
+    def freeze(self, int8_linears: bool = False) -> None:
         """
         Serve eval-mode sampling calls from a ``FrozenTransformer``.
 
         The same ops on weights looked up once, without nn.Module's per-call overhead
-        (bit-identical results).
+        (bit-identical results); ``int8_linears``: the branches' linear layers as dynamic int8
+        matmuls instead (CPU only, not bit-identical; see ``policy.frozen``).
 
         For frozen weights only (``SparsePolicy`` calls it after moving the model); ``train()``
         and device or dtype moves drop it, so training never sees a stale view.
         """
         if self.training:
             raise RuntimeError('freeze() is for eval mode: call eval() first')
-        self._frozen = FrozenTransformer(self)
+        self._frozen = FrozenTransformer(self, int8_linears)
 
     def unfreeze(self) -> None:
         """Go back to the module calls (``freeze`` undone)."""

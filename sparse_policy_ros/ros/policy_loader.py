@@ -9,7 +9,7 @@ import torch
 from .params import RANDOM_MODEL
 from .paths import default_model_dir
 from ..policy.config import PolicyConfig
-from ..sparsity.sparse_policy import SparsePolicy
+from ..sparsity.sparse_policy import resolve_device, SparsePolicy
 
 
 def resolve_model_path(model_path: str) -> Path:
@@ -59,6 +59,10 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str]:
     steps = int(settings['num_inference_steps']) or None
     # True = wherever the device allows (CUDA only), False = never.
     graphs = None if settings['cuda_graphs'] else False
+    int8 = bool(settings['int8_linears'])
+    if int8 and resolve_device(settings['device']).type != 'cpu':
+        raise ValueError(f"int8_linears: runs on the CPU only, but device {settings['device']!r} "
+                         "resolves to CUDA here; expected device 'cpu' or int8_linears false")
     if settings['model_path'] == RANDOM_MODEL:
         config = random_policy_config(settings['random_policy'], joint_names, camera_names)
         if steps is not None:
@@ -66,7 +70,7 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str]:
         policy = SparsePolicy.random_init(config, device=settings['device'],
                                           mode=settings['sparsity_mode'],
                                           target_sparsity=target, seed=int(settings['seed']),
-                                          cuda_graphs=graphs)
+                                          cuda_graphs=graphs, int8_linears=int8)
         source = 'RANDOM WEIGHTS (model_path: random)'
     else:
         path = resolve_model_path(settings['model_path'])
@@ -74,7 +78,8 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str]:
                                               mode=settings['sparsity_mode'],
                                               target_sparsity=target,
                                               num_inference_steps=steps, warmup=True,
-                                              seed=int(settings['seed']), cuda_graphs=graphs)
+                                              seed=int(settings['seed']), cuda_graphs=graphs,
+                                              int8_linears=int8)
         source = str(path)
     config = policy.config
     problems = []

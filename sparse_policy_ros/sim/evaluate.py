@@ -107,7 +107,8 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
 def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int,
                    target_sparsity: float | None, device: str, with_deviation: bool,
                    max_steps: int, env_name: str | None = None,
-                   executed_actions: int | None = None) -> list[dict]:
+                   executed_actions: int | None = None,
+                   int8_linears: bool = False) -> list[dict]:
     """
     All episodes of every mode in ``env_name`` (default: the model's task); a summary per mode.
 
@@ -117,7 +118,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
     policy; the seeds and so the results do not depend on the interleaving.
     ``target_sparsity`` applies to every mode but dense. ``executed_actions``: actions executed
     per chunk before the next call (the policy node's ``executed_actions``); None = the model's
-    ``n_action_steps``.
+    ``n_action_steps``. ``int8_linears``: every mode's branch matmuls in dynamic int8 (CPU);
+    the deviation reference stays the float32 dense policy.
     """
     policies, reference, env = {}, None, None
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
@@ -125,7 +127,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
         for mode in modes:
             policies[mode] = SparsePolicy.from_pretrained(
                 model, device=device, mode=mode,
-                target_sparsity=None if mode == 'dense' else target_sparsity)
+                target_sparsity=None if mode == 'dense' else target_sparsity,
+                int8_linears=int8_linears)
         if with_deviation and any(mode != 'dense' for mode in modes):
             reference = SparsePolicy.from_pretrained(model, device=device, mode='dense')
         config = policies[modes[0]].config
@@ -273,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                              'n_action_steps (the policy node parameter of the same name)')
     parser.add_argument('--no-deviation', action='store_true',
                         help='skip the dense reference calls (halves the time)')
+    parser.add_argument('--int8', action='store_true',
+                        help="every mode's transformer branches in dynamic int8 (CPU only; the "
+                             'deviation reference stays float32 dense)')
     parser.add_argument('--out', type=Path, default=Path('results/eval'))
     args = parser.parse_args(argv)
     modes = [MODE_ALIASES.get(m.strip(), m.strip()) for m in args.modes.split(',') if m.strip()]
@@ -296,9 +302,14 @@ def main(argv: list[str] | None = None) -> int:
               f"(the model's n_action_steps), got {args.executed_actions}", file=sys.stderr)
         return 2
     executed = args.executed_actions or None
+    if args.int8 and args.device != 'cpu':
+        print(f'eval-policy: error: --int8 needs --device cpu, got {args.device!r}',
+              file=sys.stderr)
+        return 2
     target = None if args.target_sparsity < 0 else args.target_sparsity
     rows = evaluate_modes(args.model, modes, args.episodes, args.seed_start, target,
-                          args.device, not args.no_deviation, args.max_steps, env_name, executed)
+                          args.device, not args.no_deviation, args.max_steps, env_name, executed,
+                          args.int8)
     table = markdown_table(rows) + '\n\nDecisions executed (calls after the first of each ' \
         'episode; dense: all calls):\n\n' + decision_table(rows)
     by_call = deviation_table(rows)
@@ -314,14 +325,15 @@ def main(argv: list[str] | None = None) -> int:
             'torch': torch.__version__,
             'model': str(args.model), 'env': env_name, 'command': ' '.join(sys.argv),
             'executed_actions': executed or config.n_action_steps,
-            'device': args.device}
+            'device': args.device, 'int8_linears': args.int8}
     if args.device.startswith('cuda') and torch.cuda.is_available():
         meta['device_name'] = torch.cuda.get_device_name(args.device)
     (args.out / 'eval.json').write_text(json.dumps({'meta': meta, 'modes': rows}, indent=2))
     (args.out / 'eval.md').write_text(
         f"Evaluated {meta['date']} on {meta['machine']} ({meta['cpu_count']} CPUs, torch "
         f"{meta['torch']}, {meta['torch_threads']} intra-op threads, device "
-        f"{meta.get('device_name', meta['device'])}).\n\n"
+        f"{meta.get('device_name', meta['device'])}"
+        f"{', int8 branch matmuls' if args.int8 else ''}).\n\n"
         f"Command: `{meta['command']}`\n\n{table}\n")
     return 0
 

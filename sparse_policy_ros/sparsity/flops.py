@@ -9,9 +9,19 @@ from .decisions import Decision
 from ..policy.model import DiffusionPolicy
 
 
+def _int8_linear_flops(x_shape, packed, *args, out_shape=None, **kwargs) -> int:
+    # quantized::linear_dynamic (policy/frozen.py's int8 matmuls): 2 * rows * in * out, as for
+    # the float matmul it replaces (FlopCounterMode has no formula of its own for it).
+    rows = 1
+    for size in x_shape[:-1]:
+        rows *= size
+    return 2 * rows * x_shape[-1] * out_shape[-1]
+
+
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
     """Run ``fn`` under FlopCounterMode (this thread only); return (result, total FLOPs)."""
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(
+        display=False, custom_mapping={torch.ops.quantized.linear_dynamic: _int8_linear_flops})
     with counter:
         result = fn(*args, **kwargs)
     return result, int(counter.get_total_flops())

@@ -102,7 +102,7 @@ class SparsePolicy:
                  target_sparsity: float | None = None, num_inference_steps: int | None = None,
                  device: str | torch.device = 'auto', warmup: bool = True, seed: int = 0,
                  async_pruner: bool | None = None, cuda_graphs: bool | None = None,
-                 freeze: bool = True):
+                 freeze: bool = True, int8_linears: bool = False):
         if mode not in MODES:
             raise ValueError(f'mode must be one of {list(MODES)}, got {mode!r}')
         if mode == 'pruner' and pruner is None:
@@ -117,8 +117,14 @@ class SparsePolicy:
         # freeze: sampling calls without nn.Module overhead (bit-identical) and, on a CPU,
         # cross-attention keys/values projected once per call. False: the plain module calls
         # (the benchmark's ablation rows). The model's view is shared by policies on it.
+        # int8_linears: the branches' matmuls in dynamic int8 (CPU; policy/frozen.py).
+        if int8_linears and (self.device.type != 'cpu' or not freeze):
+            raise ValueError(
+                f'int8_linears needs device cpu and freeze=True, got device {self.device} and '
+                f'freeze={freeze}')
+        self.int8_linears = int8_linears
         if freeze:
-            self.model.transformer.freeze()
+            self.model.transformer.freeze(int8_linears)
         else:
             self.model.transformer.unfreeze()
         steps = num_inference_steps or self.config.num_inference_steps
@@ -166,20 +172,23 @@ class SparsePolicy:
                         target_sparsity: float | None = None,
                         num_inference_steps: int | None = None, warmup: bool = True,
                         seed: int = 0, async_pruner: bool | None = None,
-                        cuda_graphs: bool | None = None) -> 'SparsePolicy':
+                        cuda_graphs: bool | None = None,
+                        int8_linears: bool = False) -> 'SparsePolicy':
         """Load a model folder (and its pruner when ``mode='pruner'``)."""
         model = load_policy(path)
         pruner = load_pruner(path)[0] if mode == 'pruner' else None
         return cls(model, pruner, mode=mode, target_sparsity=target_sparsity,
                    num_inference_steps=num_inference_steps, device=device, warmup=warmup,
-                   seed=seed, async_pruner=async_pruner, cuda_graphs=cuda_graphs)
+                   seed=seed, async_pruner=async_pruner, cuda_graphs=cuda_graphs,
+                   int8_linears=int8_linears)
 
     @classmethod
     def random_init(cls, config: PolicyConfig, device: str = 'cpu', mode: str = 'fixed',
                     target_sparsity: float | None = 0.8, seed: int = 0,
                     warmup: bool = True, state_range: float = np.pi,
                     async_pruner: bool | None = None,
-                    cuda_graphs: bool | None = None) -> 'SparsePolicy':
+                    cuda_graphs: bool | None = None,
+                    int8_linears: bool = False) -> 'SparsePolicy':
         """Random weights (for synthetic tests and demos without a trained model)."""
         torch.manual_seed(seed)
         model = DiffusionPolicy(config)
@@ -194,7 +203,7 @@ class SparsePolicy:
             pruner = Pruner(PrunerConfig(n_branches=config.n_branches, cond_dim=config.n_emb))
         return cls(model, pruner, mode=mode, target_sparsity=target_sparsity, device=device,
                    warmup=warmup, seed=seed, async_pruner=async_pruner,
-                   cuda_graphs=cuda_graphs)
+                   cuda_graphs=cuda_graphs, int8_linears=int8_linears)
 
     def reset(self) -> None:
         """Forget the rollout cache: the next call is dense."""
