@@ -407,5 +407,6 @@ def test_int8_linears_with_a_cuda_device_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     settings = {spec.name: spec.default for spec in POLICY_PARAMS}
     settings.update(int8_linears=True, device='auto', model_path='random')
-    with pytest.raises(ValueError, match="int8_linears: runs on the CPU only, but device 'auto'"):
+    with pytest.raises(ValueError, match='int8_linears needs device cpu and freeze=True, got '
+                                         'device cuda'):
         load_sparse_policy(settings)

@@ -111,18 +111,18 @@ class SparsePolicy:
             raise ValueError(f'mode {mode!r} needs target_sparsity, got None')
         self.config: PolicyConfig = model.config
         self.device = resolve_device(device)
-        self.mode = mode
-        self.target_sparsity = target_sparsity
-        self.model = model.to(self.device).eval().requires_grad_(False)
-        # freeze: sampling calls without nn.Module overhead (bit-identical) and, on a CPU,
-        # cross-attention keys/values projected once per call. False: the plain module calls
-        # (the benchmark's ablation rows). The model's view is shared by policies on it.
         # int8_linears: the branches' matmuls in dynamic int8 (CPU; policy/frozen.py).
         if int8_linears and (self.device.type != 'cpu' or not freeze):
             raise ValueError(
                 f'int8_linears needs device cpu and freeze=True, got device {self.device} and '
                 f'freeze={freeze}')
         self.int8_linears = int8_linears
+        self.mode = mode
+        self.target_sparsity = target_sparsity
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        # freeze: sampling calls without nn.Module overhead (bit-identical) and, on a CPU,
+        # cross-attention keys/values projected once per call. False: the plain module calls
+        # (the benchmark's ablation rows). The model's view is shared by policies on it.
         if freeze:
             self.model.transformer.freeze(int8_linears)
         else:
