@@ -5,7 +5,13 @@ import json
 from engine_helpers import observation
 import pytest
 from sparse_policy_ros.policy.frozen import cpu_has_vnni, float_linear, int8_linear
+from sparse_policy_ros.policy.sampler import (
+    condition_all_steps, sample_dense, SamplingNoise, time_memory_for)
+from sparse_policy_ros.policy.scheduler import NoiseScheduler
 from sparse_policy_ros.sim import evaluate
+from sparse_policy_ros.sparsity.cache import RolloutCache
+from sparse_policy_ros.sparsity.decisions import dense_decisions, make_executable
+from sparse_policy_ros.sparsity.sampler import sample_sparse
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 from test_engine_frozen import make_model, run_all
 from test_evaluate import DEFAULT_MODEL
@@ -42,6 +48,30 @@ def test_int8_view_tracks_float_and_keeps_the_sampler_identities(cross_kv):
     again = run_all(model, cross_kv)
     for i, (a, b) in enumerate(zip(again, approx)):
         assert torch.equal(a, b), f'result {i} not deterministic'
+    # All-compute sparse sampling is dense sampling bit for bit, in int8 as in float32.
+    config, net = model.config, model.transformer
+    scheduler = NoiseScheduler(config)
+    k, nb = scheduler.num_inference_steps, config.n_branches
+    tokens = torch.randn(1, config.n_obs_steps, model.obs_encoder.feature_dim,
+                         generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        time_memory = time_memory_for(model, scheduler, torch.device('cpu'))
+        memory = condition_all_steps(model, tokens, scheduler, time_memory)
+        kv = net.cross_kv_steps(memory, net.cross_kv_time(time_memory)) if cross_kv else None
+        outs = []
+        for sparse in (True, False):
+            noise = SamplingNoise.draw(scheduler, (1, config.horizon, config.action_dim),
+                                       torch.device('cpu'), torch.Generator().manual_seed(5))
+            if sparse:
+                cache = RolloutCache()
+                ready = cache.prepare(k, nb, (1, config.horizon, config.n_emb), torch.float32,
+                                      torch.device('cpu'))
+                executable = make_executable(dense_decisions(k, nb), ready)
+                outs.append(sample_sparse(model, memory, scheduler, noise, cache,
+                                          lambda: executable, kv))
+            else:
+                outs.append(sample_dense(model, memory, scheduler, noise, kv))
+    assert torch.equal(outs[0], outs[1])
 
 
 def test_int8_needs_the_frozen_cpu_path():
