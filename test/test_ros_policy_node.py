@@ -400,13 +400,20 @@ def test_int8_linears_parameter_builds_an_int8_policy(ros_harness, make_policy_n
     assert make_policy_node()._policy.int8_linears is False
 
 
-def test_int8_linears_with_a_cuda_device_is_a_clear_error(monkeypatch):
-    # No GPU here: CUDA's presence is mocked; the loader must refuse before touching it.
+def test_int8_linears_applies_to_the_cpu_and_is_a_logged_no_op_on_cuda(monkeypatch):
+    # No GPU here: the loader's device resolution is mocked to CUDA, the policy stays on the CPU.
+    from sparse_policy_ros.ros import policy_loader
     from sparse_policy_ros.ros.params import POLICY_PARAMS
-    from sparse_policy_ros.ros.policy_loader import load_sparse_policy
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert policy_loader.int8_for_device(True, torch.device('cpu')) == (True, None)
+    assert policy_loader.int8_for_device(False, torch.device('cuda')) == (False, None)
     settings = {spec.name: spec.default for spec in POLICY_PARAMS}
-    settings.update(int8_linears=True, device='auto', model_path='random')
-    with pytest.raises(ValueError, match='int8_linears needs device cpu and freeze=True, got '
-                                         'device cuda'):
-        load_sparse_policy(settings)
+    settings.update(int8_linears=True, device='cpu', model_path='random')
+    policy, _, warnings = policy_loader.load_sparse_policy(settings)
+    assert (policy.int8_linears, warnings) == (True, [])
+    policy.close()
+    monkeypatch.setattr(policy_loader, 'resolve_device', lambda device: torch.device('cuda'))
+    policy, _, warnings = policy_loader.load_sparse_policy(settings)
+    assert policy.int8_linears is False
+    assert warnings == ['int8_linears: true applies to the CPU only; device cuda runs the '
+                        'float32 kernels']
+    policy.close()

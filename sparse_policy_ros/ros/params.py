@@ -92,8 +92,9 @@ POLICY_PARAMS = (
     ParamSpec('cuda_graphs', True, 'On CUDA, replay repeated calls from CUDA graphs (one '
               'launch per call, bit-identical actions); false = eager kernels.', CONFIGURE),
     ParamSpec('int8_linears', False, "On the CPU, run the transformer branches' matmuls as "
-              'dynamic int8 (wide models: ~1.5x per sparse call; not bit-identical). An '
-              'error with a CUDA device.', CONFIGURE),
+              'dynamic int8 (wide models: ~1.5x per sparse call; not bit-identical). On a '
+              'CUDA device it does not apply: float32 kernels, and a warning in the log.',
+              CONFIGURE),
     ParamSpec('sparsity_mode', 'pruner', 'How branches are skipped: dense, the learned pruner, '
               'or a static baseline schedule.', CONFIGURE, choices=SPARSITY_MODES),
     ParamSpec('target_sparsity', -1.0, 'Fraction of (step, branch) entries reused, in [0, 1); '

@@ -9,7 +9,7 @@ import torch
 from .params import RANDOM_MODEL
 from .paths import default_model_dir
 from ..policy.config import PolicyConfig
-from ..sparsity.sparse_policy import SparsePolicy
+from ..sparsity.sparse_policy import resolve_device, SparsePolicy
 
 
 def resolve_model_path(model_path: str) -> Path:
@@ -42,12 +42,26 @@ def random_policy_config(overrides_json: str, joint_names: list[str],
     return PolicyConfig.from_dict({**overrides, **fixed})
 
 
-def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str]:
+def int8_for_device(requested: bool, device: torch.device) -> tuple[bool, str | None]:
     """
-    Load (or randomly initialise) and warm up the policy; return it and where it came from.
+    Whether the branches' matmuls run in int8 on ``device``, and a warning when a request is moot.
 
-    ``settings`` holds the policy node's parameter values. The policy's cameras and joint
-    count must match the node's, otherwise ValueError names both.
+    int8_linears is a CPU option (like cuda_graphs is a CUDA one): on a CUDA device the float32
+    kernels run and the returned warning says so, so one parameter file serves both machines.
+    """
+    if requested and device.type != 'cpu':
+        return False, (f'int8_linears: true applies to the CPU only; device {device} runs the '
+                       'float32 kernels')
+    return bool(requested), None
+
+
+def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str, list[str]]:
+    """
+    Load (or randomly initialise) and warm up the policy.
+
+    Returns the policy, where it came from, and warnings for the log (parameters that do not
+    apply to the resolved device). ``settings`` holds the policy node's parameter values. The
+    policy's cameras and joint count must match the node's, otherwise ValueError names both.
     """
     if settings['torch_threads'] > 0:
         # Process-wide: threads started afterwards (the node's inference worker) inherit it.
@@ -59,7 +73,9 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str]:
     steps = int(settings['num_inference_steps']) or None
     # True = wherever the device allows (CUDA only), False = never.
     graphs = None if settings['cuda_graphs'] else False
-    int8 = bool(settings['int8_linears'])  # SparsePolicy refuses it on CUDA, naming both
+    int8, int8_warning = int8_for_device(settings['int8_linears'],
+                                         resolve_device(settings['device']))
+    warnings = [int8_warning] if int8_warning else []
     if settings['model_path'] == RANDOM_MODEL:
         config = random_policy_config(settings['random_policy'], joint_names, camera_names)
         if steps is not None:
@@ -89,4 +105,4 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str]:
     if problems:
         policy.close()
         raise ValueError('; '.join(problems))
-    return policy, source
+    return policy, source, warnings

@@ -114,10 +114,12 @@ class PolicyNode(LifecycleNode):
         settings = values(self, POLICY_PARAMS)
         try:
             limits = self._joint_limits(settings)
-            policy, source = load_sparse_policy(settings)
+            policy, source, warnings = load_sparse_policy(settings)
         except Exception as error:  # noqa: B902 - any load failure must be reported, not lost
             self.get_logger().error(f'configure failed: {error}')
             return TransitionCallbackReturn.FAILURE
+        for warning in warnings:
+            self.get_logger().warning(warning)
         config = policy.config
         self._control_period = 1.0 / config.control_hz
         self._image_hw = (config.image_shape[1], config.image_shape[2])
