@@ -108,6 +108,21 @@ def test_init_from_starts_at_the_given_weights(tmp_path, dataset, trained):
         torch.testing.assert_close(tuned[name], value, rtol=0, atol=1e-6, msg=name)
 
 
+def test_cli_overrides_reach_the_run_and_the_seed_changes_it(tmp_path, dataset):
+    config = write_config(tmp_path / 'c.yaml', steps=50, checkpoint_every=1, val_every=1)
+    runs = {}
+    for seed in (0, 7):
+        out = tmp_path / f'seed{seed}'
+        assert train_policy_main(['--dataset', str(dataset), '--config', str(config), '--out',
+                                  str(out), '--device', 'cpu', '--steps', '1', '--seed',
+                                  str(seed), '--lr', '2e-4']) == 0
+        state = json.loads((latest_checkpoint(out) / 'state.json').read_text())
+        assert (state['step'], state['training']['seed'], state['training']['lr']) == (
+            1, seed, 2e-4)
+        runs[seed] = load_policy(out).state_dict()
+    assert any(not torch.equal(runs[0][name], runs[7][name]) for name in runs[0])
+
+
 def test_init_from_refuses_other_normalization_stats(tmp_path, trained):
     other = make_dataset(tmp_path / 'other.zarr', seed=5)
     config = write_config(tmp_path / 'c.yaml', steps=1)

@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--lr', type=float, default=None, help='override training.lr')
     parser.add_argument('--warmup-steps', type=int, default=None,
                         help='override training.warmup_steps')
+    parser.add_argument('--seed', type=int, default=None,
+                        help='override training.seed (initial weights, batch order, '
+                             'validation split)')
     parser.add_argument('--init-from', type=Path, default=None,
                         help='start from the weights of this model folder (ignored on '
                              '--resume when a checkpoint exists)')
@@ -282,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         policy_config, train_config = load_run_config(args.config)
         overrides = {name: value for name, value in (
-            ('steps', args.steps), ('lr', args.lr), ('warmup_steps', args.warmup_steps))
+            ('steps', args.steps), ('lr', args.lr), ('warmup_steps', args.warmup_steps),
+            ('seed', args.seed))
             if value is not None}
         train_config = TrainConfig(**{**train_config_dict(train_config), **overrides})
         train(args.dataset, policy_config, train_config, args.out, resume=args.resume,
