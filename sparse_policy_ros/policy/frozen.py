@@ -11,9 +11,9 @@ its results are bit-identical to the modules'. ``DiffusionTransformer.freeze()``
 ``int8_linears=True`` (CPU only) runs every branch's linear layers as dynamically quantized
 int8 matmuls: weights per output channel, activations per call. Not bit-identical; worth it
 for wide denoisers, whose computed steps are matmul-bound (width 256: 1.55x per 95%-sparse call
-on a 2-core AMD EPYC, same closed-loop success; width 128 gains nothing: models/default's
-MODEL_CARD.md). PyTorch has deprecated the quantized tensor type this builds on (a warning says
-so once per process).
+on a 2-core AMD EPYC, same closed-loop success; width 128 gains nothing:
+docs/model_history.md). PyTorch has deprecated the quantized tensor type this builds on (a
+warning says so once per process).
 """
 
 from functools import lru_cache
