@@ -3,7 +3,8 @@ Dense policy training CLI: ``train-policy --dataset D --config C --out DIR [--re
 
 AdamW with linear warm-up and cosine decay, EMA weights (saved as the inference weights),
 validation loss on held-out episodes, tqdm progress, atomic periodic checkpoints, bf16 autocast
-on CUDA, and DistributedDataParallel when started by ``torchrun`` (gloo on CPU, NCCL on CUDA).
+(on CUDA by default, on the CPU with ``--precision bf16``), and DistributedDataParallel when
+started by ``torchrun`` (gloo on CPU, NCCL on CUDA).
 """
 
 import argparse
@@ -51,6 +52,15 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int,
         e.lerp_(p.detach(), 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
+
+
+PRECISIONS = ('auto', 'fp32', 'bf16')
+
+
+def autocast_context(dev: torch.device, precision: str) -> torch.autocast:
+    """Return the forward pass's autocast: bf16 where asked for (or on CUDA under 'auto')."""
+    bf16 = precision == 'bf16' or (precision == 'auto' and dev.type == 'cuda')
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -148,8 +158,16 @@ def validation_loss(model: DiffusionPolicy, loader: DataLoader, batches: int,
 
 def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig, out: Path,
           resume: bool = False, device: str = 'auto', stop_after: int | None = None,
-          init_from: Path | None = None, keep_stats: bool = False) -> dict:
-    """Train (or resume) a dense policy; returns the final summary."""
+          init_from: Path | None = None, keep_stats: bool = False,
+          precision: str = 'auto') -> dict:
+    """
+    Train (or resume) a dense policy; returns the final summary.
+
+    ``precision``: 'auto' (bf16 autocast on CUDA, float32 on the CPU), 'fp32' or 'bf16'
+    (autocast on either device; weights, optimizer state and EMA stay float32).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
     distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -193,12 +211,11 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
                         drop_last=len(train_set) >= train_config.batch_size)
     val_loader = (DataLoader(val_set, batch_size=train_config.batch_size, shuffle=False)
                   if val_set is not None else None)
-    autocast = (torch.autocast('cuda', dtype=torch.bfloat16) if dev.type == 'cuda'
-                else torch.autocast('cpu', enabled=False))
+    autocast = autocast_context(dev, precision)
     extra = {'dataset': str(dataset), 'train_episodes': train_idx, 'val_episodes': val_idx,
              'training': train_config_dict(train_config),
              'init_from': None if init_from is None else str(init_from),
-             'keep_stats': keep_stats}
+             'keep_stats': keep_stats, 'precision': precision}
     total = train_config.steps
     progress = tqdm(total=total, initial=step, desc='train-policy', disable=rank != 0,
                     dynamic_ncols=True, mininterval=5.0)
@@ -280,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--keep-stats', action='store_true',
                         help="with --init-from: keep that model's normalization stats when the "
                              "dataset's differ slightly (more data of the same task)")
+    parser.add_argument('--precision', choices=PRECISIONS, default='auto',
+                        help='autocast of the forward pass: auto = bf16 on CUDA and float32 on '
+                             'the CPU; bf16 also on the CPU (fast where it has AVX512-BF16 or '
+                             'AMX)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
@@ -290,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None}
         train_config = TrainConfig(**{**train_config_dict(train_config), **overrides})
         train(args.dataset, policy_config, train_config, args.out, resume=args.resume,
-              device=args.device, init_from=args.init_from, keep_stats=args.keep_stats)
+              device=args.device, init_from=args.init_from, keep_stats=args.keep_stats,
+              precision=args.precision)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-policy: error: {error}', file=sys.stderr)
         return 2
