@@ -155,3 +155,16 @@ def test_default_pruner_decides_the_searched_schedule(exact_budget):
     finally:
         env.close()
         policy.close()
+
+
+def test_default_model_folder_has_every_file_within_20_mb_and_no_pickles():
+    # Issue 5: config, weights, stats, pruner and a model card; 20 MB at most in total.
+    names = {path.name for path in DEFAULT_MODEL.iterdir()}
+    assert names == {'MODEL_CARD.md', 'config.json', 'model.safetensors', 'stats.safetensors',
+                     'pruner.json', 'pruner.safetensors'}
+    total = sum(path.stat().st_size for path in DEFAULT_MODEL.iterdir())
+    assert total <= 20_000_000, f'models/default holds {total} bytes, more than 20 MB'
+    card = (DEFAULT_MODEL / 'MODEL_CARD.md').read_text()
+    config = json.loads((DEFAULT_MODEL / 'config.json').read_text())
+    assert f"--seed {config['training']['training']['seed']}" in card
+    assert f"--precision {config['training']['precision']}" in card
