@@ -132,8 +132,8 @@ def test_config_round_trip_and_validation():
     config = PolicyConfig(**TINY, camera_names=('front', 'wrist'))
     again = PolicyConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
-    with pytest.raises(ValueError,
-                       match="encoder must be one of \\['resnet18_gn', 'small_cnn'\\]"):
+    with pytest.raises(ValueError, match=r"encoder must be one of \['resnet18_gn', 'small_cnn', "
+                                         r"'small_cnn_fine'\]"):
         PolicyConfig(encoder='resnet50')
     with pytest.raises(ValueError, match='n_emb \\(30\\) must be divisible by n_head \\(4\\)'):
         PolicyConfig(n_emb=30)

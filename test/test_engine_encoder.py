@@ -50,3 +50,15 @@ def test_center_crop_at_inference_random_crop_in_training():
     windows = {(t, s) for k in range(6) for t in range(5) for s in range(5)
                if torch.equal(cropped[k], images[k, :, t:t + 12, s:s + 12])}
     assert len(windows) > 1
+
+
+def test_fine_small_cnn_keeps_twice_the_feature_resolution():
+    images = torch.rand(2, 3, 84, 84) * 2 - 1
+    coarse = ImageEncoder(PolicyConfig(encoder='small_cnn', crop_shape=None,
+                                       image_shape=(3, 84, 84), image_feature_dim=8)).eval()
+    fine = ImageEncoder(PolicyConfig(encoder='small_cnn_fine', crop_shape=None,
+                                     image_shape=(3, 84, 84), image_feature_dim=8)).eval()
+    with torch.no_grad():
+        assert coarse.trunk(images).shape == (2, 64, 11, 11)
+        assert fine.trunk(images).shape == (2, 64, 21, 21)
+        assert fine(images).shape == (2, 8)

@@ -3,7 +3,7 @@
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-ENCODER_TYPES = ('resnet18_gn', 'small_cnn')
+ENCODER_TYPES = ('resnet18_gn', 'small_cnn', 'small_cnn_fine')
 SCHEDULER_TYPES = ('ddpm', 'ddim')
 BETA_SCHEDULES = ('squaredcos_cap_v2', 'linear')
 PREDICTION_TYPES = ('epsilon',)
