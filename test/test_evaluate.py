@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sparse_policy_ros.sim.env import ArmPushEnv
-from sparse_policy_ros.sim.evaluate import deviation_by_call, main, stack_history
+from sparse_policy_ros.sim.evaluate import (deviation_by_call, failure_breakdown, failure_table,
+                                            main, stack_history)
 from sparse_policy_ros.sparsity.schedules import step_schedule
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 import torch
@@ -17,7 +18,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'default'
 FIELDS = {'mode', 'target_sparsity', 'episodes', 'success_rate', 'success_ci95',
           'action_deviation_from_dense', 'latency_p50_ms', 'latency_p99_ms', 'sparsity',
           'flops_per_call', 'calls', 'action_deviation_by_call', 'decision_fractions',
-          'episodes_detail'}
+          'failures', 'episodes_detail'}
 
 
 def run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
@@ -35,6 +36,15 @@ def test_default_model_reports_every_field(tmp_path):
         assert set(row) == FIELDS, mode
         assert row['episodes'] == 2 and len(row['episodes_detail']) == 2
         assert [e['seed'] for e in row['episodes_detail']] == [100000, 100001]
+        # The puck-to-goal distance at reset is the seed's layout, the same in every mode.
+        env = ArmPushEnv()
+        for e in row['episodes_detail']:
+            env.reset(seed=e['seed'])
+            assert e['object_to_goal_start'] == pytest.approx(env.object_to_goal())
+            assert e['object_to_goal_end'] >= 0.0
+        env.close()
+        failed = [e for e in row['episodes_detail'] if not e['success']]
+        assert row['failures']['episodes'] == len(failed)
         low, high = row['success_ci95']
         assert 0.0 <= low <= row['success_rate'] <= high <= 1.0
         assert row['calls'] >= 2 * 2  # 20 steps at 8 executed actions: >= 3 calls an episode
@@ -168,3 +178,18 @@ def test_default_model_folder_has_every_file_within_20_mb_and_no_pickles():
     config = json.loads((DEFAULT_MODEL / 'config.json').read_text())
     assert f"--seed {config['training']['training']['seed']}" in card
     assert f"--precision {config['training']['precision']}" in card
+
+
+def test_failure_breakdown_counts_pucks_pushed_away_from_the_goal():
+    results = [
+        {'success': True, 'object_to_goal_start': 0.2, 'object_to_goal_end': 0.01},
+        {'success': False, 'object_to_goal_start': 0.2, 'object_to_goal_end': 0.35},
+        {'success': False, 'object_to_goal_start': 0.3, 'object_to_goal_end': 0.05},
+        {'success': False, 'object_to_goal_start': 0.1, 'object_to_goal_end': 0.25},
+    ]
+    breakdown = failure_breakdown(results)
+    assert breakdown == {'episodes': 3, 'pushed_away': 2, 'median_end_m': 0.25}
+    assert failure_breakdown(results[:1]) == {'episodes': 0, 'pushed_away': 0,
+                                              'median_end_m': None}
+    table = failure_table([{'mode': 'dense', 'failures': breakdown}])
+    assert table.splitlines()[-1] == '| dense | 3 | 2 | 0.250 |'

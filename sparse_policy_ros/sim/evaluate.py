@@ -70,6 +70,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
     if reference is not None:
         reference.reset()
     obs = env.reset(seed=seed)
+    start_distance = env.object_to_goal()
     history = deque([obs] * config.n_obs_steps, maxlen=config.n_obs_steps)
     latencies, sparsities, deviations, flops = [], [], [], []
     decision_counts = np.zeros(N_DECISIONS, dtype=np.int64)
@@ -101,7 +102,8 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
                 break
     return {'seed': seed, 'success': bool(env.success), 'latencies_ms': latencies,
             'sparsity': sparsities, 'deviation': deviations, 'flops': flops, 'calls': call,
-            'decisions': decision_counts.tolist()}
+            'decisions': decision_counts.tolist(),
+            'object_to_goal_start': start_distance, 'object_to_goal_end': env.object_to_goal()}
 
 
 def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int,
@@ -175,9 +177,27 @@ def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]
         'calls': int(sum(r['calls'] for r in results)),
         'action_deviation_by_call': deviation_by_call(results),
         'decision_fractions': decision_fractions(results),
+        'failures': failure_breakdown(results),
         'episodes_detail': [{'seed': r['seed'], 'success': r['success'], 'calls': r['calls'],
+                             'object_to_goal_start': r['object_to_goal_start'],
+                             'object_to_goal_end': r['object_to_goal_end'],
                              'deviation': r['deviation']} for r in results],
     }
+
+
+def failure_breakdown(results: list[dict]) -> dict:
+    """
+    Where the failed episodes left the puck (metres from the goal centre, start and end).
+
+    ``pushed_away``: failures that ended with the puck farther from the goal than at the reset
+    (knocked the wrong way); ``median_end_m``: None without failures.
+    """
+    failed = [r for r in results if not r['success']]
+    ends = [r['object_to_goal_end'] for r in failed]
+    return {'episodes': len(failed),
+            'pushed_away': sum(r['object_to_goal_end'] > r['object_to_goal_start']
+                               for r in failed),
+            'median_end_m': float(np.median(ends)) if ends else None}
 
 
 def decision_fractions(results: list[dict]) -> dict[str, float]:
@@ -257,6 +277,17 @@ def markdown_table(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def failure_table(rows: list[dict]) -> str:
+    """Failed episodes per mode: how many left the puck farther from the goal than at reset."""
+    lines = ['| mode | failed | puck ended farther from the goal | median end distance m |',
+             '|---|---:|---:|---:|']
+    for r in rows:
+        f = r['failures']
+        median = '' if f['median_end_m'] is None else f"{f['median_end_m']:.3f}"
+        lines.append(f"| {r['mode']} | {f['episodes']} | {f['pushed_away']} | {median} |")
+    return '\n'.join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     parser = argparse.ArgumentParser(description='Closed-loop evaluation in the MuJoCo task.')
@@ -311,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                           args.device, not args.no_deviation, args.max_steps, env_name, executed,
                           args.int8)
     table = markdown_table(rows) + '\n\nDecisions executed (calls after the first of each ' \
-        'episode; dense: all calls):\n\n' + decision_table(rows)
+        'episode; dense: all calls):\n\n' + decision_table(rows) + \
+        '\n\nFailed episodes, puck to goal centre (start of episode vs end):\n\n' + \
+        failure_table(rows)
     by_call = deviation_table(rows)
     if by_call:
         table += ('\n\nMean (max) action deviation from dense by call index within an episode '
