@@ -227,6 +227,51 @@ def test_expert_goes_around_the_puck_on_both_sides():
     assert first_sides == {1, -1}
 
 
+def _closest_approach(clearance: float, pass_margin: float, seed: int) -> float:
+    """Smallest tip-to-puck distance before the first push."""
+    environment = ArmPushEnv(render=False)
+    expert = PushExpert(environment, clearance=clearance, pass_margin=pass_margin)
+    environment.reset(seed=seed)
+    expert.reset(seed)
+    closest = np.inf
+    while expert.phase is Phase.APPROACH:
+        state = environment.privileged_state()
+        closest = min(closest, float(np.linalg.norm(state.tip_pos[:2] - state.object_xy)))
+        environment.step(expert.act())
+    environment.close()
+    return closest
+
+
+def test_wider_margins_keep_the_pusher_farther_from_the_puck_before_the_push():
+    contact = None
+    for seed in range(6):
+        narrow = _closest_approach(0.02, 0.008, seed)
+        wide = _closest_approach(0.04, 0.03, seed)
+        environment = ArmPushEnv(render=False)
+        contact = environment.object_radius + environment.pusher_radius
+        environment.close()
+        # The default path may graze the puck at contact + 8 mm; the wide one keeps ~30 mm.
+        assert narrow > contact + 0.005, (seed, narrow)
+        assert wide > contact + 0.027, (seed, wide)
+        assert wide > narrow, (seed, narrow, wide)
+    env = ArmPushEnv(render=False)
+    with pytest.raises(ValueError, match='clearance must be a positive number, got -0.01'):
+        PushExpert(env, clearance=-0.01)
+    with pytest.raises(ValueError, match='pass_margin must be smaller than clearance'):
+        PushExpert(env, clearance=0.03, pass_margin=0.03)
+    env.close()
+
+
+def test_recording_stores_the_clearance_and_refuses_to_mix_two(tmp_path):
+    path = tmp_path / 'demos.zarr'
+    record_demos(path, episodes=1, seed_start=0, progress=False, clearance=0.04,
+                 pass_margin=0.03)
+    attrs = ReplayBuffer.open(path).attrs
+    assert attrs['expert_clearance_m'] == 0.04 and attrs['expert_pass_margin_m'] == 0.03
+    with pytest.raises(ValueError, match='expert_clearance_m=0.04.*expert_clearance_m=0.02'):
+        record_demos(path, episodes=1, seed_start=1, progress=False)
+
+
 def test_execution_noise_statistics_and_determinism():
     noise = ExecutionNoise(4, sigma=0.04, rho=0.9)
     zero = np.zeros(4)

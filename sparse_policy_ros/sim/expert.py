@@ -64,17 +64,25 @@ class PushExpert:
 
     def __init__(self, env: ArmPushEnv, travel_speed: float = 0.2, push_speed: float = 0.1,
                  max_accel: float = 1.0, clearance: float = 0.02,
-                 ambiguous_angle: float = 2.2) -> None:
+                 ambiguous_angle: float = 2.2, pass_margin: float = 0.008) -> None:
         """
         Bind to ``env``; speeds in m/s, acceleration in m/s^2, clearance in m, angle in rad.
+
+        ``clearance``: gap kept from the puck on the way around it and at the point behind it
+        where the push starts. ``pass_margin`` (m): the tip goes straight to that point when the
+        straight line passes the puck with at least this gap, and around the puck otherwise.
 
         ``ambiguous_angle``: when the way around the puck is longer than this on the shorter
         side, both sides are about equally good and the side is drawn at random.
         """
         for name, value in (('travel_speed', travel_speed), ('push_speed', push_speed),
-                            ('max_accel', max_accel), ('clearance', clearance)):
+                            ('max_accel', max_accel), ('clearance', clearance),
+                            ('pass_margin', pass_margin)):
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f'{name} must be a positive number, got {value!r}')
+        if pass_margin >= clearance:
+            raise ValueError(f'pass_margin must be smaller than clearance ({clearance!r}: the '
+                             f'push starts that far from the puck), got {pass_margin!r}')
         if not 0.0 <= ambiguous_angle <= np.pi:
             raise ValueError(f'ambiguous_angle must be in [0, pi], got {ambiguous_angle!r}')
         self.env = env
@@ -85,6 +93,7 @@ class PushExpert:
         # Tip-centre to puck-centre distance at contact, and the radius kept while going around.
         self.contact_distance = env.object_radius + env.pusher_radius
         self.keep_out = self.contact_distance + clearance
+        self.pass_margin = pass_margin
         self.ambiguous_angle = ambiguous_angle
         self.phase = Phase.APPROACH
         self.side = 0  # +1 counter-clockwise, -1 clockwise around the puck, 0 undecided
@@ -177,7 +186,8 @@ class PushExpert:
             self.phase = Phase.PUSH
             return self.push_speed * push_dir
         # Go straight when the segment tip -> approach point passes clear of the puck.
-        if _segment_point_distance(tip, approach, object_xy) >= self.contact_distance + 0.008:
+        if (_segment_point_distance(tip, approach, object_xy)
+                >= self.contact_distance + self.pass_margin):
             speed = min(self.travel_speed, 2.0 * distance)
             return speed * _unit(to_approach)
         return self.travel_speed * self._around_direction(tip, object_xy, approach)
@@ -246,7 +256,8 @@ class ExecutionNoise:
 
 
 def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = True,
-                        action_noise: float = 0.0, noise_rho: float = 0.9
+                        action_noise: float = 0.0, noise_rho: float = 0.9,
+                        clearance: float = 0.02, pass_margin: float = 0.008
                         ) -> tuple[float, list[int], list[int], list[int]]:
     """
     Run the expert without rendering on consecutive seeds.
@@ -254,9 +265,10 @@ def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = Tru
     Return (success rate, episode lengths, failed seeds, re-approaches per episode).
 
     ``action_noise`` > 0 executes the targets with :class:`ExecutionNoise` (sigma in rad).
+    ``clearance``, ``pass_margin``: :class:`PushExpert`'s gaps from the puck, m.
     """
     env = ArmPushEnv(render=False)
-    expert = PushExpert(env)
+    expert = PushExpert(env, clearance=clearance, pass_margin=pass_margin)
     noise = ExecutionNoise(len(env.joint_names), action_noise, noise_rho)
     lengths, failures, reapproaches = [], [], []
     for seed in tqdm(range(seed_start, seed_start + episodes), desc='expert', unit='ep',
@@ -285,13 +297,18 @@ def main(args: list[str] | None = None) -> int:
                         help='DART-style execution noise, rad (standard deviation; 0 = none)')
     parser.add_argument('--noise-rho', type=float, default=0.9,
                         help='per-step correlation of the execution noise, in [0, 1)')
+    parser.add_argument('--clearance', type=float, default=0.02,
+                        help='gap in m the expert keeps from the puck while going around it')
+    parser.add_argument('--pass-margin', type=float, default=0.008,
+                        help='least gap in m of a straight path past the puck')
     parsed = parser.parse_args(args)
     if parsed.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {parsed.episodes}')
     try:
         rate, lengths, failures, reapproaches = expert_success_rate(
             parsed.episodes, parsed.seed_start, action_noise=parsed.action_noise,
-            noise_rho=parsed.noise_rho)
+            noise_rho=parsed.noise_rho, clearance=parsed.clearance,
+            pass_margin=parsed.pass_margin)
     except ValueError as error:
         parser.error(str(error))
     print('| episodes | success rate | steps (min / mean / max) | re-approaches (episodes with '

@@ -126,6 +126,8 @@ def env_metadata(env: ArmPushEnv, expert: PushExpert) -> dict:
         'control_hz': env.control_hz,
         'max_steps': env.max_steps,
         'success_radius': env.success_radius,
+        'expert_clearance_m': round(expert.keep_out - expert.contact_distance, 6),
+        'expert_pass_margin_m': expert.pass_margin,
         'keys': {IMAGE_KEY: 'front camera RGB uint8 (T, H, W, 3)',
                  STATE_KEY: 'joint positions float32 (T, n), rad',
                  ACTION_KEY: 'joint position targets float32 (T, n), rad'},
@@ -136,7 +138,8 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
                  image_size: int = 96, max_steps: int = DEFAULT_MAX_STEPS,
                  max_attempts: int | None = None, progress: bool = True,
                  env_name: str = DEFAULT_ENV, action_noise: float = 0.0,
-                 noise_rho: float = 0.9) -> RecordSummary:
+                 noise_rho: float = 0.9, clearance: float = 0.02,
+                 pass_margin: float = 0.008) -> RecordSummary:
     """
     Append ``episodes`` successful expert episodes to the replay buffer at ``out``.
 
@@ -144,6 +147,7 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
     task (joint names, image size and control rate are checked) and is appended to.
     ``env_name`` is one of :data:`.envs.ENV_NAMES`. ``action_noise`` > 0 (rad) records
     DART-style with :class:`.expert.ExecutionNoise` (``noise_rho``: its per-step correlation).
+    ``clearance``, ``pass_margin`` (m): the expert's gaps from the puck (:class:`PushExpert`).
     """
     if episodes < 1:
         raise ValueError(f'episodes must be >= 1, got {episodes}')
@@ -157,7 +161,7 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
     noise_check = ExecutionNoise(1, action_noise, noise_rho)  # validates before any file work
     env = make_env(env_name, image_size=image_size, max_steps=max_steps, render=True)
     try:
-        expert = PushExpert(env)
+        expert = PushExpert(env, clearance=clearance, pass_margin=pass_margin)
         noise = (ExecutionNoise(len(env.joint_names), noise_check.sigma, noise_check.rho)
                  if noise_check.sigma > 0 else None)
         metadata = env_metadata(env, expert)
@@ -202,7 +206,8 @@ def _open_buffer(path: Path, metadata: dict) -> ReplayBuffer:
         return ReplayBuffer.create(path)
     buffer = ReplayBuffer.open(path, mode='a')
     stored = buffer.attrs
-    for key in ('joint_names', 'image_size', 'control_hz', 'camera'):
+    for key in ('joint_names', 'image_size', 'control_hz', 'camera', 'expert_clearance_m',
+                'expert_pass_margin_m'):
         if key in stored and stored[key] != metadata[key]:
             raise ValueError(f'{path} holds demonstrations with {key}={stored[key]!r}; this run '
                              f'records {key}={metadata[key]!r}. Use another --out.')
@@ -232,13 +237,18 @@ def main(args: list[str] | None = None) -> int:
                         'the stored actions stay noise-free')
     parser.add_argument('--noise-rho', type=float, default=0.9,
                         help='per-step correlation of the execution noise, in [0, 1)')
+    parser.add_argument('--clearance', type=float, default=0.02,
+                        help='gap in m the expert keeps from the puck while going around it')
+    parser.add_argument('--pass-margin', type=float, default=0.008,
+                        help='least gap in m of a straight path past the puck (< --clearance)')
     parsed = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
         summary = record_demos(parsed.out, parsed.episodes, seed_start=parsed.seed_start,
                                image_size=parsed.image_size, max_steps=parsed.max_steps,
                                max_attempts=parsed.max_attempts, env_name=parsed.env,
-                               action_noise=parsed.action_noise, noise_rho=parsed.noise_rho)
+                               action_noise=parsed.action_noise, noise_rho=parsed.noise_rho,
+                               clearance=parsed.clearance, pass_margin=parsed.pass_margin)
     except (ValueError, FileExistsError, ImportError) as error:
         print(f'record-demos: {error}', file=sys.stderr)
         return 2
