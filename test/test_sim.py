@@ -270,6 +270,17 @@ def test_recording_stores_the_clearance_and_refuses_to_mix_two(tmp_path):
     assert attrs['expert_clearance_m'] == 0.04 and attrs['expert_pass_margin_m'] == 0.03
     with pytest.raises(ValueError, match='expert_clearance_m=0.04.*expert_clearance_m=0.02'):
         record_demos(path, episodes=1, seed_start=1, progress=False)
+    # A store from before the options existed holds default-margin data: appending wider
+    # margins to it is refused too.
+    legacy = tmp_path / 'legacy.zarr'
+    record_demos(legacy, episodes=1, seed_start=0, progress=False)
+    buffer = ReplayBuffer.open(legacy, mode='a')
+    del buffer._root.attrs['expert_clearance_m'], buffer._root.attrs['expert_pass_margin_m']
+    assert 'expert_clearance_m' not in ReplayBuffer.open(legacy).attrs
+    with pytest.raises(ValueError, match='expert_clearance_m=0.02.*expert_clearance_m=0.04'):
+        record_demos(legacy, episodes=1, seed_start=1, progress=False, clearance=0.04,
+                     pass_margin=0.03)
+    assert record_demos(legacy, episodes=1, seed_start=1, progress=False).kept_seeds == [1]
 
 
 def test_execution_noise_statistics_and_determinism():

@@ -206,6 +206,8 @@ def _open_buffer(path: Path, metadata: dict) -> ReplayBuffer:
         return ReplayBuffer.create(path)
     buffer = ReplayBuffer.open(path, mode='a')
     stored = buffer.attrs
+    # Stores recorded before the expert's margins were options hold the defaults' data.
+    stored = {'expert_clearance_m': 0.02, 'expert_pass_margin_m': 0.008, **stored}
     for key in ('joint_names', 'image_size', 'control_hz', 'camera', 'expert_clearance_m',
                 'expert_pass_margin_m'):
         if key in stored and stored[key] != metadata[key]:
