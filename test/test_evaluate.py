@@ -37,7 +37,7 @@ def test_default_model_reports_every_field(tmp_path):
         assert row['episodes'] == 2 and len(row['episodes_detail']) == 2
         assert [e['seed'] for e in row['episodes_detail']] == [100000, 100001]
         # The puck-to-goal distance at reset is the seed's layout, the same in every mode.
-        env = ArmPushEnv()
+        env = ArmPushEnv(render=False)
         for e in row['episodes_detail']:
             env.reset(seed=e['seed'])
             assert e['object_to_goal_start'] == pytest.approx(env.object_to_goal())

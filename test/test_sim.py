@@ -243,18 +243,15 @@ def _closest_approach(clearance: float, pass_margin: float, seed: int) -> float:
 
 
 def test_wider_margins_keep_the_pusher_farther_from_the_puck_before_the_push():
-    contact = None
+    env = ArmPushEnv(render=False)
+    contact = env.object_radius + env.pusher_radius
     for seed in range(6):
         narrow = _closest_approach(0.02, 0.008, seed)
         wide = _closest_approach(0.04, 0.03, seed)
-        environment = ArmPushEnv(render=False)
-        contact = environment.object_radius + environment.pusher_radius
-        environment.close()
         # The default path may graze the puck at contact + 8 mm; the wide one keeps ~30 mm.
         assert narrow > contact + 0.005, (seed, narrow)
         assert wide > contact + 0.027, (seed, wide)
         assert wide > narrow, (seed, narrow, wide)
-    env = ArmPushEnv(render=False)
     with pytest.raises(ValueError, match='clearance must be a positive number, got -0.01'):
         PushExpert(env, clearance=-0.01)
     with pytest.raises(ValueError, match='pass_margin must be smaller than clearance'):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .config import PolicyConfig
+from .config import ENCODER_TYPES, PolicyConfig
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -90,8 +90,7 @@ def make_trunk(encoder: str) -> nn.Module:
         return ResNet18GN()
     if encoder in ('small_cnn', 'small_cnn_fine'):
         return SmallCNN(fine=encoder == 'small_cnn_fine')
-    raise ValueError(f"encoder must be one of ['resnet18_gn', 'small_cnn', 'small_cnn_fine'], "
-                     f'got {encoder!r}')
+    raise ValueError(f'encoder must be one of {list(ENCODER_TYPES)}, got {encoder!r}')
 
 
 class SpatialSoftmax(nn.Module):

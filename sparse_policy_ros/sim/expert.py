@@ -59,12 +59,19 @@ def _segment_point_distance(start: np.ndarray, end: np.ndarray, point: np.ndarra
     return float(np.linalg.norm(start + t * segment - point))
 
 
+# Gaps (m) the expert keeps from the puck by default: on the way around it and behind it, and
+# on a straight path past it. The recorded datasets of models/default use these.
+DEFAULT_CLEARANCE = 0.02
+DEFAULT_PASS_MARGIN = 0.008
+
+
 class PushExpert:
     """Scripted expert producing joint position targets for :class:`ArmPushEnv`."""
 
     def __init__(self, env: ArmPushEnv, travel_speed: float = 0.2, push_speed: float = 0.1,
-                 max_accel: float = 1.0, clearance: float = 0.02,
-                 ambiguous_angle: float = 2.2, pass_margin: float = 0.008) -> None:
+                 max_accel: float = 1.0, clearance: float = DEFAULT_CLEARANCE,
+                 ambiguous_angle: float = 2.2,
+                 pass_margin: float = DEFAULT_PASS_MARGIN) -> None:
         """
         Bind to ``env``; speeds in m/s, acceleration in m/s^2, clearance in m, angle in rad.
 
@@ -92,8 +99,9 @@ class PushExpert:
         self.dt = 1.0 / env.control_hz
         # Tip-centre to puck-centre distance at contact, and the radius kept while going around.
         self.contact_distance = env.object_radius + env.pusher_radius
-        self.keep_out = self.contact_distance + clearance
+        self.clearance = clearance
         self.pass_margin = pass_margin
+        self.keep_out = self.contact_distance + clearance
         self.ambiguous_angle = ambiguous_angle
         self.phase = Phase.APPROACH
         self.side = 0  # +1 counter-clockwise, -1 clockwise around the puck, 0 undecided
@@ -257,7 +265,8 @@ class ExecutionNoise:
 
 def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = True,
                         action_noise: float = 0.0, noise_rho: float = 0.9,
-                        clearance: float = 0.02, pass_margin: float = 0.008
+                        clearance: float = DEFAULT_CLEARANCE,
+                        pass_margin: float = DEFAULT_PASS_MARGIN
                         ) -> tuple[float, list[int], list[int], list[int]]:
     """
     Run the expert without rendering on consecutive seeds.
@@ -288,6 +297,14 @@ def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = Tru
     return 1.0 - len(failures) / episodes, lengths, failures, reapproaches
 
 
+def add_margin_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--clearance`` and ``--pass-margin`` (:class:`PushExpert`'s gaps) to a CLI."""
+    parser.add_argument('--clearance', type=float, default=DEFAULT_CLEARANCE,
+                        help='gap in m the expert keeps from the puck while going around it')
+    parser.add_argument('--pass-margin', type=float, default=DEFAULT_PASS_MARGIN,
+                        help='least gap in m of a straight path past the puck (< --clearance)')
+
+
 def main(args: list[str] | None = None) -> int:
     """Measure the expert's success rate: ``python -m sparse_policy_ros.sim.expert``."""
     parser = argparse.ArgumentParser(description='Success rate of the scripted push expert.')
@@ -297,10 +314,7 @@ def main(args: list[str] | None = None) -> int:
                         help='DART-style execution noise, rad (standard deviation; 0 = none)')
     parser.add_argument('--noise-rho', type=float, default=0.9,
                         help='per-step correlation of the execution noise, in [0, 1)')
-    parser.add_argument('--clearance', type=float, default=0.02,
-                        help='gap in m the expert keeps from the puck while going around it')
-    parser.add_argument('--pass-margin', type=float, default=0.008,
-                        help='least gap in m of a straight path past the puck')
+    add_margin_arguments(parser)
     parsed = parser.parse_args(args)
     if parsed.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {parsed.episodes}')

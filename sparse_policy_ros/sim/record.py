@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from .env import ArmPushEnv, DEFAULT_MAX_STEPS
 from .envs import DEFAULT_ENV, ENV_NAMES, make_env
-from .expert import ExecutionNoise, PushExpert
+from .expert import (add_margin_arguments, DEFAULT_CLEARANCE, DEFAULT_PASS_MARGIN,
+                     ExecutionNoise, PushExpert)
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..training.replay_buffer import ReplayBuffer
 
@@ -126,7 +127,7 @@ def env_metadata(env: ArmPushEnv, expert: PushExpert) -> dict:
         'control_hz': env.control_hz,
         'max_steps': env.max_steps,
         'success_radius': env.success_radius,
-        'expert_clearance_m': round(expert.keep_out - expert.contact_distance, 6),
+        'expert_clearance_m': expert.clearance,
         'expert_pass_margin_m': expert.pass_margin,
         'keys': {IMAGE_KEY: 'front camera RGB uint8 (T, H, W, 3)',
                  STATE_KEY: 'joint positions float32 (T, n), rad',
@@ -138,8 +139,8 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
                  image_size: int = 96, max_steps: int = DEFAULT_MAX_STEPS,
                  max_attempts: int | None = None, progress: bool = True,
                  env_name: str = DEFAULT_ENV, action_noise: float = 0.0,
-                 noise_rho: float = 0.9, clearance: float = 0.02,
-                 pass_margin: float = 0.008) -> RecordSummary:
+                 noise_rho: float = 0.9, clearance: float = DEFAULT_CLEARANCE,
+                 pass_margin: float = DEFAULT_PASS_MARGIN) -> RecordSummary:
     """
     Append ``episodes`` successful expert episodes to the replay buffer at ``out``.
 
@@ -207,7 +208,8 @@ def _open_buffer(path: Path, metadata: dict) -> ReplayBuffer:
     buffer = ReplayBuffer.open(path, mode='a')
     stored = buffer.attrs
     # Stores recorded before the expert's margins were options hold the defaults' data.
-    stored = {'expert_clearance_m': 0.02, 'expert_pass_margin_m': 0.008, **stored}
+    stored = {'expert_clearance_m': DEFAULT_CLEARANCE,
+              'expert_pass_margin_m': DEFAULT_PASS_MARGIN, **stored}
     for key in ('joint_names', 'image_size', 'control_hz', 'camera', 'expert_clearance_m',
                 'expert_pass_margin_m'):
         if key in stored and stored[key] != metadata[key]:
@@ -239,10 +241,7 @@ def main(args: list[str] | None = None) -> int:
                         'the stored actions stay noise-free')
     parser.add_argument('--noise-rho', type=float, default=0.9,
                         help='per-step correlation of the execution noise, in [0, 1)')
-    parser.add_argument('--clearance', type=float, default=0.02,
-                        help='gap in m the expert keeps from the puck while going around it')
-    parser.add_argument('--pass-margin', type=float, default=0.008,
-                        help='least gap in m of a straight path past the puck (< --clearance)')
+    add_margin_arguments(parser)
     parsed = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
