@@ -259,12 +259,44 @@ def test_wider_margins_keep_the_pusher_farther_from_the_puck_before_the_push():
     env.close()
 
 
+def test_lifted_approach_clears_the_puck_and_pushes_from_the_table():
+    environment = ArmPushEnv(render=False)
+    puck_top = 0.05  # the puck is 5 cm high, standing on the table (arm_push.xml)
+    pusher_bottom_below_tip = 0.02  # the pusher reaches 2 cm below the tip site
+    for seed in range(4):
+        flat, lifted = PushExpert(environment), PushExpert(environment, lift=0.06)
+        environment.reset(seed=seed)
+        flat.reset(seed)
+        flat_first = flat.act()
+        environment.reset(seed=seed)
+        lifted.reset(seed)
+        heights = {Phase.APPROACH: [], Phase.PUSH: []}
+        while True:
+            state = environment.privileged_state()
+            phase = lifted.phase
+            _, _, terminated, truncated, info = environment.step(lifted.act())
+            heights[phase].append(float(state.tip_pos[2]))
+            if terminated or truncated:
+                break
+        assert info['success'], seed
+        # Raised on the way (the pusher's bottom above the puck's top), on the table to push.
+        assert max(heights[Phase.APPROACH]) - pusher_bottom_below_tip > puck_top + 0.01, seed
+        pushing = np.array(heights[Phase.PUSH][1:])
+        np.testing.assert_allclose(pushing, environment.push_height, atol=0.004)
+        # The first target already moves up: the lifted expert differs from the flat one.
+        assert not np.allclose(flat_first, lifted.act()), seed
+    with pytest.raises(ValueError, match=r'lift must be a number in \[0, 0.15\] m, got -0.01'):
+        PushExpert(environment, lift=-0.01)
+    environment.close()
+
+
 def test_recording_stores_the_clearance_and_refuses_to_mix_two(tmp_path):
     path = tmp_path / 'demos.zarr'
     record_demos(path, episodes=1, seed_start=0, progress=False, clearance=0.04,
                  pass_margin=0.03)
     attrs = ReplayBuffer.open(path).attrs
     assert attrs['expert_clearance_m'] == 0.04 and attrs['expert_pass_margin_m'] == 0.03
+    assert attrs['expert_lift_m'] == 0.0
     with pytest.raises(ValueError, match='expert_clearance_m=0.04.*expert_clearance_m=0.02'):
         record_demos(path, episodes=1, seed_start=1, progress=False)
     # A store from before the options existed holds default-margin data: appending wider
@@ -278,6 +310,8 @@ def test_recording_stores_the_clearance_and_refuses_to_mix_two(tmp_path):
         record_demos(legacy, episodes=1, seed_start=1, progress=False, clearance=0.04,
                      pass_margin=0.03)
     assert record_demos(legacy, episodes=1, seed_start=1, progress=False).kept_seeds == [1]
+    with pytest.raises(ValueError, match='expert_lift_m=0.0.*expert_lift_m=0.06'):
+        record_demos(legacy, episodes=1, seed_start=2, progress=False, lift=0.06)
 
 
 def test_execution_noise_statistics_and_determinism():

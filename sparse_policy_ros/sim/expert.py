@@ -11,6 +11,12 @@ with the tool held vertical. Phases::
     PUSH:     drive the tip through the puck centre towards the goal, correcting sideways
               drift; if the puck slips off the tip, go back to APPROACH.
 
+With ``lift`` > 0 the planar path is the same, but during APPROACH the tip is raised that high
+above the push height (the pusher then clears the puck) until it is within ``lower_radius`` of
+the point behind the puck, and the push starts only once it is back down. The expert's own path
+never touches the puck either way; the raised approach leaves room for a policy that imitates it
+imprecisely.
+
 The commanded tip point moves with bounded speed and acceleration and joint steps stay under the
 arm's rated speeds, so the demonstrated actions are smooth.
 
@@ -63,6 +69,9 @@ def _segment_point_distance(start: np.ndarray, end: np.ndarray, point: np.ndarra
 # on a straight path past it. The recorded datasets of models/default use these.
 DEFAULT_CLEARANCE = 0.02
 DEFAULT_PASS_MARGIN = 0.008
+# Height (m) above the push height at which the tip approaches the puck; 0 = on the table.
+DEFAULT_LIFT = 0.0
+MAX_LIFT = 0.15
 
 
 class PushExpert:
@@ -71,7 +80,8 @@ class PushExpert:
     def __init__(self, env: ArmPushEnv, travel_speed: float = 0.2, push_speed: float = 0.1,
                  max_accel: float = 1.0, clearance: float = DEFAULT_CLEARANCE,
                  ambiguous_angle: float = 2.2,
-                 pass_margin: float = DEFAULT_PASS_MARGIN) -> None:
+                 pass_margin: float = DEFAULT_PASS_MARGIN, lift: float = DEFAULT_LIFT,
+                 lower_radius: float = 0.04, lift_speed: float = 0.2) -> None:
         """
         Bind to ``env``; speeds in m/s, acceleration in m/s^2, clearance in m, angle in rad.
 
@@ -81,12 +91,19 @@ class PushExpert:
 
         ``ambiguous_angle``: when the way around the puck is longer than this on the shorter
         side, both sides are about equally good and the side is drawn at random.
+
+        ``lift`` (m, >= 0): height above the push height of the tip during APPROACH while it is
+        farther than ``lower_radius`` (m) from the point behind the puck; the tip moves up and
+        down at ``lift_speed`` (m/s) at most. ``lift = 0`` keeps the tip on the push height.
         """
         for name, value in (('travel_speed', travel_speed), ('push_speed', push_speed),
                             ('max_accel', max_accel), ('clearance', clearance),
-                            ('pass_margin', pass_margin)):
+                            ('pass_margin', pass_margin), ('lower_radius', lower_radius),
+                            ('lift_speed', lift_speed)):
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f'{name} must be a positive number, got {value!r}')
+        if not np.isfinite(lift) or not 0.0 <= lift <= MAX_LIFT:
+            raise ValueError(f'lift must be a number in [0, {MAX_LIFT}] m, got {lift!r}')
         if pass_margin >= clearance:
             raise ValueError(f'pass_margin must be smaller than clearance ({clearance!r}: the '
                              f'push starts that far from the puck), got {pass_margin!r}')
@@ -103,12 +120,16 @@ class PushExpert:
         self.pass_margin = pass_margin
         self.keep_out = self.contact_distance + clearance
         self.ambiguous_angle = ambiguous_angle
+        self.lift = float(lift)
+        self.lower_radius = lower_radius
+        self.lift_speed = lift_speed
         self.phase = Phase.APPROACH
         self.side = 0  # +1 counter-clockwise, -1 clockwise around the puck, 0 undecided
         self.reapproaches = 0  # PUSH -> APPROACH switches (puck slipped off) this episode
         self._rng = np.random.default_rng(0)
         self._tip_cmd = np.zeros(2)
         self._velocity = np.zeros(2)
+        self._z_cmd = env.push_height
         self._q_cmd = np.zeros(len(env.joint_names))
 
     def reset(self, seed: int) -> None:
@@ -120,6 +141,7 @@ class PushExpert:
         task = self.env.privileged_state()
         self._tip_cmd = task.tip_pos[:2].copy()
         self._velocity = np.zeros(2)
+        self._z_cmd = float(task.tip_pos[2])
         self._q_cmd = task.joint_positions.copy()
 
     def act(self) -> np.ndarray:
@@ -134,16 +156,36 @@ class PushExpert:
             change *= max_change / norm
         self._velocity = self._velocity + change
         tip_target = np.array([*(self._tip_cmd + self._velocity * self.dt),
-                               self.env.push_height])
+                               self._height_target(task.object_xy, task.goal_xy)])
         q = self.solve_ik(tip_target, self._q_cmd)
         # Stay under the rated joint speeds; the tip command follows what the joints can do.
         max_step = 0.9 * self.env.max_velocity * self.dt
         q = self._q_cmd + np.clip(q - self._q_cmd, -max_step, max_step)
-        reached = self.env.kinematics(q).tip_pos[:2]
-        self._velocity = (reached - self._tip_cmd) / self.dt
-        self._tip_cmd = reached
+        reached = self.env.kinematics(q).tip_pos
+        self._velocity = (reached[:2] - self._tip_cmd) / self.dt
+        self._tip_cmd = reached[:2]
+        self._z_cmd = float(reached[2])
         self._q_cmd = q
         return q.copy()
+
+    def _height_target(self, object_xy: np.ndarray, goal_xy: np.ndarray) -> float:
+        """Tip height commanded this step: the push height, or raised while approaching."""
+        if self.lift == 0.0:
+            return self.env.push_height
+        raised = (self.phase is Phase.APPROACH
+                  and float(np.linalg.norm(self._approach_point(object_xy, goal_xy)
+                                           - self._tip_cmd)) > self.lower_radius)
+        wanted = self.env.push_height + (self.lift if raised else 0.0)
+        max_move = self.lift_speed * self.dt
+        return self._z_cmd + float(np.clip(wanted - self._z_cmd, -max_move, max_move))
+
+    def _lowered(self) -> bool:
+        """Whether the tip is back at the push height (always, without ``lift``)."""
+        return self.lift == 0.0 or abs(self._z_cmd - self.env.push_height) < 0.002
+
+    def _approach_point(self, object_xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
+        """Where the push starts: ``keep_out`` behind the puck, seen from the goal."""
+        return object_xy - self.keep_out * _unit(goal_xy - object_xy)
 
     def solve_ik(self, tip_target: np.ndarray, q_start: np.ndarray, iterations: int = 20,
                  tolerance: float = 1e-6) -> np.ndarray:
@@ -187,10 +229,11 @@ class PushExpert:
             self.phase = Phase.APPROACH
             self.side = 0
             self.reapproaches += 1
-        approach = object_xy - self.keep_out * push_dir
+        approach = self._approach_point(object_xy, goal_xy)
         to_approach = approach - tip
         distance = float(np.linalg.norm(to_approach))
-        if distance < 0.004 and float(np.linalg.norm(self._velocity)) < 0.05:
+        if (distance < 0.004 and float(np.linalg.norm(self._velocity)) < 0.05
+                and self._lowered()):
             self.phase = Phase.PUSH
             return self.push_speed * push_dir
         # Go straight when the segment tip -> approach point passes clear of the puck.
@@ -266,7 +309,7 @@ class ExecutionNoise:
 def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = True,
                         action_noise: float = 0.0, noise_rho: float = 0.9,
                         clearance: float = DEFAULT_CLEARANCE,
-                        pass_margin: float = DEFAULT_PASS_MARGIN
+                        pass_margin: float = DEFAULT_PASS_MARGIN, lift: float = DEFAULT_LIFT
                         ) -> tuple[float, list[int], list[int], list[int]]:
     """
     Run the expert without rendering on consecutive seeds.
@@ -274,10 +317,11 @@ def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = Tru
     Return (success rate, episode lengths, failed seeds, re-approaches per episode).
 
     ``action_noise`` > 0 executes the targets with :class:`ExecutionNoise` (sigma in rad).
-    ``clearance``, ``pass_margin``: :class:`PushExpert`'s gaps from the puck, m.
+    ``clearance``, ``pass_margin``: :class:`PushExpert`'s gaps from the puck, m; ``lift``: its
+    raised approach height, m.
     """
     env = ArmPushEnv(render=False)
-    expert = PushExpert(env, clearance=clearance, pass_margin=pass_margin)
+    expert = PushExpert(env, clearance=clearance, pass_margin=pass_margin, lift=lift)
     noise = ExecutionNoise(len(env.joint_names), action_noise, noise_rho)
     lengths, failures, reapproaches = [], [], []
     for seed in tqdm(range(seed_start, seed_start + episodes), desc='expert', unit='ep',
@@ -298,11 +342,14 @@ def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = Tru
 
 
 def add_margin_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--clearance`` and ``--pass-margin`` (:class:`PushExpert`'s gaps) to a CLI."""
+    """Add ``--clearance``, ``--pass-margin`` and ``--lift`` (:class:`PushExpert`) to a CLI."""
     parser.add_argument('--clearance', type=float, default=DEFAULT_CLEARANCE,
                         help='gap in m the expert keeps from the puck while going around it')
     parser.add_argument('--pass-margin', type=float, default=DEFAULT_PASS_MARGIN,
                         help='least gap in m of a straight path past the puck (< --clearance)')
+    parser.add_argument('--lift', type=float, default=DEFAULT_LIFT,
+                        help='height in m above the push height at which the tip approaches '
+                        'the puck (0 = on the table; 0.06 clears the puck)')
 
 
 def main(args: list[str] | None = None) -> int:
@@ -322,7 +369,7 @@ def main(args: list[str] | None = None) -> int:
         rate, lengths, failures, reapproaches = expert_success_rate(
             parsed.episodes, parsed.seed_start, action_noise=parsed.action_noise,
             noise_rho=parsed.noise_rho, clearance=parsed.clearance,
-            pass_margin=parsed.pass_margin)
+            pass_margin=parsed.pass_margin, lift=parsed.lift)
     except ValueError as error:
         parser.error(str(error))
     print('| episodes | success rate | steps (min / mean / max) | re-approaches (episodes with '

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from .env import ArmPushEnv, DEFAULT_MAX_STEPS
 from .envs import DEFAULT_ENV, ENV_NAMES, make_env
-from .expert import (add_margin_arguments, DEFAULT_CLEARANCE, DEFAULT_PASS_MARGIN,
+from .expert import (add_margin_arguments, DEFAULT_CLEARANCE, DEFAULT_LIFT, DEFAULT_PASS_MARGIN,
                      ExecutionNoise, PushExpert)
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..training.replay_buffer import ReplayBuffer
@@ -129,6 +129,7 @@ def env_metadata(env: ArmPushEnv, expert: PushExpert) -> dict:
         'success_radius': env.success_radius,
         'expert_clearance_m': expert.clearance,
         'expert_pass_margin_m': expert.pass_margin,
+        'expert_lift_m': expert.lift,
         'keys': {IMAGE_KEY: 'front camera RGB uint8 (T, H, W, 3)',
                  STATE_KEY: 'joint positions float32 (T, n), rad',
                  ACTION_KEY: 'joint position targets float32 (T, n), rad'},
@@ -140,7 +141,8 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
                  max_attempts: int | None = None, progress: bool = True,
                  env_name: str = DEFAULT_ENV, action_noise: float = 0.0,
                  noise_rho: float = 0.9, clearance: float = DEFAULT_CLEARANCE,
-                 pass_margin: float = DEFAULT_PASS_MARGIN) -> RecordSummary:
+                 pass_margin: float = DEFAULT_PASS_MARGIN,
+                 lift: float = DEFAULT_LIFT) -> RecordSummary:
     """
     Append ``episodes`` successful expert episodes to the replay buffer at ``out``.
 
@@ -148,7 +150,8 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
     task (joint names, image size and control rate are checked) and is appended to.
     ``env_name`` is one of :data:`.envs.ENV_NAMES`. ``action_noise`` > 0 (rad) records
     DART-style with :class:`.expert.ExecutionNoise` (``noise_rho``: its per-step correlation).
-    ``clearance``, ``pass_margin`` (m): the expert's gaps from the puck (:class:`PushExpert`).
+    ``clearance``, ``pass_margin`` (m): the expert's gaps from the puck; ``lift`` (m): its raised
+    approach height (:class:`PushExpert`).
     """
     if episodes < 1:
         raise ValueError(f'episodes must be >= 1, got {episodes}')
@@ -162,7 +165,7 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
     noise_check = ExecutionNoise(1, action_noise, noise_rho)  # validates before any file work
     env = make_env(env_name, image_size=image_size, max_steps=max_steps, render=True)
     try:
-        expert = PushExpert(env, clearance=clearance, pass_margin=pass_margin)
+        expert = PushExpert(env, clearance=clearance, pass_margin=pass_margin, lift=lift)
         noise = (ExecutionNoise(len(env.joint_names), noise_check.sigma, noise_check.rho)
                  if noise_check.sigma > 0 else None)
         metadata = env_metadata(env, expert)
@@ -207,11 +210,12 @@ def _open_buffer(path: Path, metadata: dict) -> ReplayBuffer:
         return ReplayBuffer.create(path)
     buffer = ReplayBuffer.open(path, mode='a')
     stored = buffer.attrs
-    # Stores recorded before the expert's margins were options hold the defaults' data.
+    # Stores recorded before the expert's margins and lift were options hold the defaults' data.
     stored = {'expert_clearance_m': DEFAULT_CLEARANCE,
-              'expert_pass_margin_m': DEFAULT_PASS_MARGIN, **stored}
+              'expert_pass_margin_m': DEFAULT_PASS_MARGIN, 'expert_lift_m': DEFAULT_LIFT,
+              **stored}
     for key in ('joint_names', 'image_size', 'control_hz', 'camera', 'expert_clearance_m',
-                'expert_pass_margin_m'):
+                'expert_pass_margin_m', 'expert_lift_m'):
         if key in stored and stored[key] != metadata[key]:
             raise ValueError(f'{path} holds demonstrations with {key}={stored[key]!r}; this run '
                              f'records {key}={metadata[key]!r}. Use another --out.')
@@ -249,7 +253,8 @@ def main(args: list[str] | None = None) -> int:
                                image_size=parsed.image_size, max_steps=parsed.max_steps,
                                max_attempts=parsed.max_attempts, env_name=parsed.env,
                                action_noise=parsed.action_noise, noise_rho=parsed.noise_rho,
-                               clearance=parsed.clearance, pass_margin=parsed.pass_margin)
+                               clearance=parsed.clearance, pass_margin=parsed.pass_margin,
+                               lift=parsed.lift)
     except (ValueError, FileExistsError, ImportError) as error:
         print(f'record-demos: {error}', file=sys.stderr)
         return 2
