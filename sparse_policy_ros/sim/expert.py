@@ -70,6 +70,8 @@ def _segment_point_distance(start: np.ndarray, end: np.ndarray, point: np.ndarra
 DEFAULT_CLEARANCE = 0.02
 DEFAULT_PASS_MARGIN = 0.008
 # Height (m) above the push height at which the tip approaches the puck; 0 = on the table.
+# models/default's data was recorded with --lift 0.06; 0 stays the default so that stores
+# recorded before the option existed keep meaning what they hold.
 DEFAULT_LIFT = 0.0
 MAX_LIFT = 0.15
 
