@@ -294,12 +294,13 @@ def test_recording_stores_the_clearance_and_refuses_to_mix_two(tmp_path):
     assert attrs['expert_lift_m'] == 0.0
     with pytest.raises(ValueError, match='expert_clearance_m=0.04.*expert_clearance_m=0.02'):
         record_demos(path, episodes=1, seed_start=1, progress=False)
-    # A store from before the options existed holds default-margin data: appending wider
-    # margins to it is refused too.
+    # A store from before the options existed holds default-margin, unlifted data: appending
+    # wider margins or a lift to it is refused too.
     legacy = tmp_path / 'legacy.zarr'
     record_demos(legacy, episodes=1, seed_start=0, progress=False)
     buffer = ReplayBuffer.open(legacy, mode='a')
-    del buffer._root.attrs['expert_clearance_m'], buffer._root.attrs['expert_pass_margin_m']
+    for key in ('expert_clearance_m', 'expert_pass_margin_m', 'expert_lift_m'):
+        del buffer._root.attrs[key]
     assert 'expert_clearance_m' not in ReplayBuffer.open(legacy).attrs
     with pytest.raises(ValueError, match='expert_clearance_m=0.02.*expert_clearance_m=0.04'):
         record_demos(legacy, episodes=1, seed_start=1, progress=False, clearance=0.04,

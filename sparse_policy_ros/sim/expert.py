@@ -343,8 +343,8 @@ def expert_success_rate(episodes: int, seed_start: int = 0, progress: bool = Tru
     return 1.0 - len(failures) / episodes, lengths, failures, reapproaches
 
 
-def add_margin_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--clearance``, ``--pass-margin`` and ``--lift`` (:class:`PushExpert`) to a CLI."""
+def add_path_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the expert's path options ``--clearance``, ``--pass-margin``, ``--lift`` to a CLI."""
     parser.add_argument('--clearance', type=float, default=DEFAULT_CLEARANCE,
                         help='gap in m the expert keeps from the puck while going around it')
     parser.add_argument('--pass-margin', type=float, default=DEFAULT_PASS_MARGIN,
@@ -363,7 +363,7 @@ def main(args: list[str] | None = None) -> int:
                         help='DART-style execution noise, rad (standard deviation; 0 = none)')
     parser.add_argument('--noise-rho', type=float, default=0.9,
                         help='per-step correlation of the execution noise, in [0, 1)')
-    add_margin_arguments(parser)
+    add_path_arguments(parser)
     parsed = parser.parse_args(args)
     if parsed.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {parsed.episodes}')

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from .env import ArmPushEnv, DEFAULT_MAX_STEPS
 from .envs import DEFAULT_ENV, ENV_NAMES, make_env
-from .expert import (add_margin_arguments, DEFAULT_CLEARANCE, DEFAULT_LIFT, DEFAULT_PASS_MARGIN,
+from .expert import (add_path_arguments, DEFAULT_CLEARANCE, DEFAULT_LIFT, DEFAULT_PASS_MARGIN,
                      ExecutionNoise, PushExpert)
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..training.replay_buffer import ReplayBuffer
@@ -245,7 +245,7 @@ def main(args: list[str] | None = None) -> int:
                         'the stored actions stay noise-free')
     parser.add_argument('--noise-rho', type=float, default=0.9,
                         help='per-step correlation of the execution noise, in [0, 1)')
-    add_margin_arguments(parser)
+    add_path_arguments(parser)
     parsed = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
