@@ -256,6 +256,59 @@ def test_killed_writer_leaves_no_half_episode(tmp_path, caplog, where):
     assert final.array('state').shape[0] == 7
 
 
+@pytest.mark.parametrize('ends, index, expected', [
+    ([5, 8, 7], 2, 'meta/episode_ends[2] = 7 is not greater than meta/episode_ends[1] = 8'),
+    ([5, 3, 12], 1, 'meta/episode_ends[1] = 3 is not greater than meta/episode_ends[0] = 5'),
+    ([5, 5, 12], 1, 'meta/episode_ends[1] = 5 is not greater than meta/episode_ends[0] = 5'),
+    ([0, 8, 12], 0, 'meta/episode_ends[0] = 0 is not greater than 0'),
+    # 0 is the unwritten slot of a killed commit only after data written past the previous
+    # end; here the data ends at 12, so it is corruption, not a crash.
+    ([5, 12, 0], 2, 'meta/episode_ends[2] = 0 is not greater than meta/episode_ends[1] = 12'),
+])
+@pytest.mark.parametrize('mode', ['r', 'a'])
+def test_non_increasing_episode_ends_are_refused(tmp_path, ends, index, expected, mode):
+    path = tmp_path / 'demo.zarr'
+    write_buffer(path, [5, 3, 4] if ends[-1] else [5, 7])
+    stored = zarr.open_group(str(path), mode='r+')['meta/episode_ends']
+    stored.resize((len(ends),))
+    stored[:] = np.array(ends, np.int64)
+    with pytest.raises(ValueError) as info:
+        ReplayBuffer.open(path, mode=mode)
+    message = str(info.value)
+    assert message.startswith(f'replay buffer at {path}: {expected}'), message
+    assert 'expected strictly increasing cumulative episode ends' in message
+    # Refused, not repaired: the store is as it was.
+    np.testing.assert_array_equal(zarr.open_group(str(path), mode='r')['meta/episode_ends'][:],
+                                  ends)
+
+
+@pytest.mark.parametrize('key, episode, step', [('action', 2, 3), ('state', 0, 0)])
+def test_non_finite_values_name_key_episode_and_step(tmp_path, key, episode, step):
+    path = tmp_path / 'demo.zarr'
+    rb = ReplayBuffer.create(path)
+    start = 0
+    for index, length in enumerate([5, 6, 7]):
+        data = make_episode(length, first=start)
+        if index == episode:
+            data[key][step, 1] = np.nan
+            data[key][step + 1, 0] = np.inf
+        rb.add_episode(data)
+        start += length
+    expected = (f'replay buffer at {path}: data/{key} holds 2 non-finite values (NaN or inf) '
+                f'in episode(s) [{episode}], the first at step {step} of episode {episode}')
+    with pytest.raises(ValueError) as info:
+        SequenceDataset(path, horizon=4, n_obs_steps=2, n_action_steps=2)
+    assert str(info.value).startswith(expected), str(info.value)
+    with pytest.raises(ValueError) as info:
+        compute_stats(path, ['state', 'action'], [episode])
+    assert str(info.value).startswith(expected), str(info.value)
+    # The other episodes are fine on their own.
+    others = [i for i in range(3) if i != episode]
+    assert len(SequenceDataset(path, horizon=4, n_obs_steps=2, n_action_steps=2,
+                               episode_indices=others)) > 0
+    compute_stats(path, ['state', 'action'], others)
+
+
 # ---------------------------------------------------------------------- sequence dataset
 
 

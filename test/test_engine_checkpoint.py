@@ -5,6 +5,7 @@ import json
 from engine_helpers import observation, TINY
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 from sparse_policy_ros.policy.checkpoint import (
     CONFIG_FILE, load_config, load_policy, save_policy, STATS_FILE, WEIGHTS_FILE)
 from sparse_policy_ros.policy.config import PolicyConfig
@@ -150,3 +151,87 @@ def test_config_round_trip_and_validation():
         PolicyConfig(num_train_timesteps=10, num_inference_steps=20)
     with pytest.raises(ValueError, match='camera_names must be unique'):
         PolicyConfig(camera_names=('a', 'a'))
+
+
+@pytest.mark.parametrize('field, value, expected', [
+    ('control_hz', '10',
+     "policy.control_hz must be a number, finite and > 0 (Hz), got '10' (str)"),
+    ('n_layer', True, 'policy.n_layer must be an int, >= 1, got True (bool)'),
+    ('horizon', 8.0, 'policy.horizon must be an int, >= 1, got 8.0 (float)'),
+    ('image_shape', [3, '32', 32],
+     "policy.image_shape must be a list of 3 ints, (3, H, W), got [3, '32', 32] (list)"),
+    ('crop_shape', [28], 'policy.crop_shape must be a list of 2 ints or null, (h, w), got [28]'),
+    ('camera_names', 'front', "policy.camera_names must be a list of strings, got 'front' (str)"),
+    ('clip_sample', 1, 'policy.clip_sample must be true or false, got 1 (int)'),
+    ('extra', [1], 'policy.extra must be a mapping of strings to values, got [1] (list)'),
+    ('p_drop_attn', None, 'policy.p_drop_attn must be a number, in [0, 1), got None'),
+    ('encoder', 3, "policy.encoder must be a string, one of ['resnet18_gn'"),
+    ('control_hz', float('nan'), 'policy.control_hz must be a finite number > 0 (Hz), got nan'),
+    ('control_hz', 0, 'policy.control_hz must be a finite number > 0 (Hz), got 0.0'),
+])
+def test_wrongly_typed_config_value_names_file_field_value_and_type(tmp_path, field, value,
+                                                                    expected):
+    folder = folder_with_policy_change(tmp_path, **{field: value})
+    with pytest.raises(ValueError) as info:
+        load_policy(folder)
+    assert str(info.value).startswith(f'{folder / CONFIG_FILE}: {expected}'), str(info.value)
+
+
+def test_config_types_accept_ints_for_floats_and_lists_for_tuples():
+    config = PolicyConfig(**{**TINY, 'control_hz': 20, 'image_shape': [3, 32, 32],
+                             'camera_names': ['front', 'wrist'], 'n_layer': np.int64(3)})
+    assert config.control_hz == 20.0 and type(config.control_hz) is float
+    assert config.image_shape == (3, 32, 32) and config.camera_names == ('front', 'wrist')
+    assert type(config.n_layer) is int  # JSON-serialisable again
+    json.dumps(config.to_dict())
+    with pytest.raises(ValueError, match='camera_names must name at least one camera'):
+        PolicyConfig(camera_names=[])
+    with pytest.raises(ValueError, match='policy config must be a mapping'):
+        PolicyConfig.from_dict(['control_hz', 10])
+
+
+def truncate(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize('name, damage, expected', [
+    (WEIGHTS_FILE, truncate, 'expected a complete safetensors file'),
+    (STATS_FILE, truncate, 'expected a complete safetensors file'),
+    (WEIGHTS_FILE, lambda path: path.write_bytes(b''), 'expected a complete safetensors file'),
+    (CONFIG_FILE, truncate, 'expected valid JSON, got a parse error at line'),
+    (CONFIG_FILE, lambda path: path.write_bytes(b'\xff\xfe{'), 'expected a UTF-8 JSON file'),
+    (CONFIG_FILE, lambda path: path.write_text('[1, 2]'),
+     'expected a JSON object with format_version and policy, got list'),
+])
+def test_unreadable_file_is_named_with_what_was_expected(tmp_path, name, damage, expected):
+    folder, _, _ = saved_folder(tmp_path)
+    damage(folder / name)
+    with pytest.raises(ValueError) as info:
+        load_policy(folder)
+    assert str(info.value).startswith(f'{folder / name}: {expected}'), str(info.value)
+
+
+def test_non_finite_weights_are_refused_at_load_naming_file_tensor_and_count(tmp_path):
+    folder, _, _ = saved_folder(tmp_path)
+    weights = load_file(str(folder / WEIGHTS_FILE))
+    key = 'transformer.branches.2.fc1.weight'
+    weights[key][0, :2] = float('nan')
+    weights[key][1, 0] = float('inf')
+    save_file(weights, str(folder / WEIGHTS_FILE))
+    with pytest.raises(ValueError) as info:
+        load_policy(folder)
+    message = str(info.value)
+    assert message.startswith(f'{folder / WEIGHTS_FILE}: found non-finite weights'), message
+    assert f'{key}: 3 of {weights[key].numel()}' in message and '1 tensors' in message
+
+
+def test_non_finite_stats_name_the_stats_file(tmp_path):
+    folder, _, _ = saved_folder(tmp_path)
+    stats = load_file(str(folder / STATS_FILE))
+    stats['action.max'][0] = float('nan')
+    save_file(stats, str(folder / STATS_FILE))
+    with pytest.raises(ValueError) as info:
+        load_policy(folder)
+    assert str(info.value).startswith(
+        f"{folder / STATS_FILE}: stats for 'action' must be finite"), str(info.value)

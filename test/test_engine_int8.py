@@ -114,3 +114,22 @@ def test_eval_policy_int8_refuses_other_devices(tmp_path, capsys):
                           '--out', str(tmp_path)])
     assert code == 2
     assert "--int8 needs --device cpu, got 'cuda'" in capsys.readouterr().err
+
+
+def test_int8_refuses_non_finite_weights_naming_the_parameter():
+    model = make_model()
+    with torch.no_grad():
+        model.transformer.branches[2].fc1.weight[3, :2] = float('nan')
+        model.transformer.branches[4].attn.q.bias[0] = float('inf')
+    with pytest.raises(ValueError) as info:
+        model.transformer.freeze(int8_linears=True)
+    message = str(info.value)
+    assert 'found non-finite weights (NaN or inf) in 2 transformer parameters' in message
+    assert 'transformer.branches.2.fc1.weight: 2 of' in message
+    assert 'transformer.branches.4.attn.q.bias: 1 of' in message
+    model.transformer.freeze()  # the float view has nothing to quantize: NaNs just propagate
+    weight = torch.ones(4, 4)
+    weight[1, 1] = float('nan')
+    with pytest.raises(ValueError, match=r'finite weights, found 1 non-finite values .* '
+                                         r'\(4, 4\) linear weight'):
+        int8_linear(weight, None)

@@ -1,6 +1,7 @@
 """Dense policy training and pruner distillation on tiny generated data."""
 
 import json
+import logging
 import os
 from pathlib import Path
 import socket
@@ -11,18 +12,22 @@ import numpy as np
 import pytest
 from sparse_policy_ros.policy.checkpoint import load_policy
 from sparse_policy_ros.policy.config import PolicyConfig
+from sparse_policy_ros.policy.model import DiffusionPolicy
 from sparse_policy_ros.sparsity.pruner import load_pruner
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
+from sparse_policy_ros.training import checkpointing
 from sparse_policy_ros.training.checkpointing import (
     flatten_optimizer, latest_checkpoint, unflatten_optimizer)
 from sparse_policy_ros.training.replay_buffer import ReplayBuffer
 from sparse_policy_ros.training.schedule_search import main as search_main
+from sparse_policy_ros.training.sequence_dataset import split_episodes
 from sparse_policy_ros.training.train_config import load_run_config, TrainConfig
 from sparse_policy_ros.training.train_policy import (
     autocast_context, init_weights_from, main as train_policy_main, train)
 from sparse_policy_ros.training.train_pruner import main as train_pruner_main, train_pruner
 import torch
 import yaml
+import zarr
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -223,6 +228,114 @@ def test_bad_config_and_dataset_fail_clearly(tmp_path, dataset, capsys):
     assert train_policy_main(['--dataset', str(tmp_path / 'missing.zarr'), '--config',
                               str(write_config(tmp_path / 'ok.yaml')),
                               '--out', str(tmp_path / 'o3')]) == 2
+
+
+def strict_json_lines(path: Path) -> list[dict]:
+    """Parse JSON lines, refusing the NaN/Infinity literals that strict JSON lacks."""
+    def refuse(constant):
+        raise ValueError(f'{path}: invalid JSON constant {constant}')
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def test_nan_in_a_validation_episode_fails_naming_it(tmp_path, capsys):
+    path = make_dataset(tmp_path / 'nan.zarr')
+    _, val_idx = split_episodes(6, 0.2, 0)  # write_config's val_ratio and seed
+    episode = int(val_idx[0])
+    stored = zarr.open_group(str(path), mode='r+')['data/state']
+    start = int(ReplayBuffer.open(path).episode_slice(episode).start)
+    row = stored[start + 4]
+    row[1] = np.nan
+    stored[start + 4] = row
+    out = tmp_path / 'o'
+    assert train_policy_main(['--dataset', str(path), '--config',
+                              str(write_config(tmp_path / 'c.yaml', steps=2, val_every=1)),
+                              '--out', str(out), '--device', 'cpu']) == 2
+    err = capsys.readouterr().err
+    assert (f'data/state holds 1 non-finite values (NaN or inf) in episode(s) [{episode}], the '
+            f'first at step 4 of episode {episode}') in err, err
+    assert not (out / 'train_log.jsonl').exists()
+
+
+@pytest.mark.parametrize('where, expected', [
+    ('train', 'training loss is nan at step 1: stopping'),
+    ('val', 'validation loss (val_loss) is nan at step 2 on validation episodes [3]'),
+])
+def test_non_finite_loss_stops_training_with_an_error(tmp_path, dataset, monkeypatch, capsys,
+                                                      where, expected):
+    original = DiffusionPolicy.compute_loss
+
+    def nan_loss(self, batch, generator=None):
+        loss = original(self, batch, generator=generator)
+        return loss * float('nan') if self.training == (where == 'train') else loss
+    monkeypatch.setattr(DiffusionPolicy, 'compute_loss', nan_loss)
+    out = tmp_path / 'o'
+    config = write_config(tmp_path / 'c.yaml', steps=4, val_every=2, checkpoint_every=2)
+    assert train_policy_main(['--dataset', str(dataset), '--config', str(config),
+                              '--out', str(out), '--device', 'cpu']) == 1
+    assert expected in capsys.readouterr().err
+    log = out / 'train_log.jsonl'
+    assert not log.exists() or strict_json_lines(log) == []
+    assert latest_checkpoint(out) is None  # nothing diverged reached a checkpoint
+
+
+def test_stale_checkpoint_temporaries_are_removed_on_resume(tmp_path, dataset, caplog):
+    config = write_config(tmp_path / 'c.yaml', steps=4, checkpoint_every=2, val_every=2)
+    policy_config, train_config = load_run_config(config)
+    out = tmp_path / 'run'
+    train(dataset, policy_config, train_config, out, device='cpu', stop_after=2)
+    # What kill -9 during the next checkpoint write leaves behind.
+    stale_dir = out / 'checkpoints' / '.tmp-k1lled'
+    stale_dir.mkdir()
+    (stale_dir / 'model.safetensors').write_bytes(b'half a file')
+    stale_file = out / '.model.safetensors.x7f3q'
+    stale_file.write_bytes(b'half a file')
+    keep = out / 'checkpoints' / 'notes.txt'
+    keep.write_text('not ours to delete')
+    with caplog.at_level(logging.WARNING):
+        summary = train(dataset, policy_config, train_config, out, resume=True, device='cpu')
+    assert summary['step'] == 4
+    assert [h['step'] for h in summary['history']] == [2, 4]  # resumed, not restarted
+    assert not stale_dir.exists() and not stale_file.exists() and keep.exists()
+    assert f'removed {stale_dir}, left by an interrupted checkpoint write' in caplog.text
+    assert f'removed {stale_file}' in caplog.text
+    assert json.loads((latest_checkpoint(out) / 'state.json').read_text())['step'] == 4
+
+
+def test_stale_temporaries_cleanup_keeps_completed_checkpoints(tmp_path):
+    root = tmp_path / 'checkpoints'
+    for name in ('latest', '.old', '.tmp-a', '.tmp-b'):
+        (root / name).mkdir(parents=True)
+        (root / name / 'state.json').write_text('{}')
+    (root / '.tmp-file').write_text('a file, not a temporary folder')
+    (tmp_path / 'model.safetensors').write_bytes(b'the finished weights')
+    removed = checkpointing.remove_stale_temporaries(tmp_path)
+    assert removed == [root / '.tmp-a', root / '.tmp-b']
+    assert sorted(p.name for p in root.iterdir()) == ['.old', '.tmp-file', 'latest']
+    assert (tmp_path / 'model.safetensors').exists()
+    assert checkpointing.remove_stale_temporaries(tmp_path / 'missing') == []
+
+
+def test_wrongly_typed_run_config_values_name_the_file(tmp_path):
+    path = tmp_path / 'c.yaml'
+    policy_yaml = yaml.safe_dump({'policy': POLICY})
+    for text, expected in (
+            # YAML 1.1 reads 1e-4 (no dot) as a string.
+            (policy_yaml + 'training:\n  lr: 1e-4\n',
+             'training lr must be a number, finite and > 0 (YAML reads 1e-4 as a string: '
+             "write 1.0e-4), got '1e-4' (str)"),
+            (policy_yaml + 'training:\n  steps: true\n',
+             'training steps must be an int, >= 1, got True (bool)'),
+            (yaml.safe_dump({'policy': {**POLICY, 'control_hz': '10'}}),
+             "policy section: control_hz must be a number, finite and > 0 (Hz), got '10' "
+             '(str)')):
+        path.write_text(text)
+        with pytest.raises(ValueError) as info:
+            load_run_config(path)
+        assert str(info.value) == f'{path}: {expected}', str(info.value)
+    path.write_text('policy: [unclosed')
+    with pytest.raises(ValueError) as info:
+        load_run_config(path)
+    assert str(info.value).startswith(f'{path}: expected YAML or JSON'), str(info.value)
 
 
 def test_ddp_two_cpu_processes_on_gloo(tmp_path, dataset):

@@ -16,6 +16,7 @@ from pathlib import Path
 import tempfile
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 import torch
 
@@ -52,11 +53,49 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Read JSON with a clear error for a missing file."""
+    """Read JSON with clear errors, naming the file, for a missing or unparsable one."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'expected JSON file {path}, which does not exist')
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError as error:
+        raise ValueError(f'{path}: expected a UTF-8 JSON file, got undecodable bytes '
+                         f'({error})') from error
+    except json.JSONDecodeError as error:
+        raise ValueError(f'{path}: expected valid JSON, got a parse error at line '
+                         f'{error.lineno} column {error.colno}: {error.msg} (a truncated or '
+                         f'hand-edited file?)') from error
+
+
+def read_safetensors(path: Path, device: str = 'cpu') -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing, truncated or foreign file is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'expected safetensors file {path}, which does not exist')
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as error:
+        raise ValueError(
+            f'{path}: expected a complete safetensors file, could not read it ({error}); '
+            f'it is {path.stat().st_size} bytes: truncated, still being written, or not '
+            f'safetensors') from error
+
+
+def check_finite_tensors(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Raise ValueError naming every floating-point tensor of ``what`` with NaN or inf values."""
+    bad = []
+    for key in sorted(tensors):
+        value = tensors[key]
+        if value.is_floating_point():
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                bad.append(f'{key}: {count} of {value.numel()}')
+    if bad:
+        raise ValueError(
+            f'{what}: found non-finite weights (NaN or inf) in {len(bad)} tensors: '
+            f'{", ".join(bad[:5])}{" ..." if len(bad) > 5 else ""}; expected finite values '
+            f'(did training diverge, or is the file corrupt?)')
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
@@ -108,15 +147,27 @@ def save_policy(model: DiffusionPolicy, folder: str | os.PathLike,
 
 def load_config(folder: str | os.PathLike) -> PolicyConfig:
     """Read and validate ``config.json`` of a model folder."""
-    data = read_json(Path(folder) / CONFIG_FILE)
+    path = Path(folder) / CONFIG_FILE
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: expected a JSON object with format_version and policy, got '
+                         f'{type(data).__name__}')
     version = data.get('format_version')
     if version != FORMAT_VERSION:
         raise ValueError(
-            f'{Path(folder) / CONFIG_FILE}: format_version must be {FORMAT_VERSION}, '
-            f'got {version!r}')
+            f'{path}: format_version must be {FORMAT_VERSION}, got {version!r}')
     if 'policy' not in data:
-        raise ValueError(f'{Path(folder) / CONFIG_FILE} has no "policy" section')
-    return PolicyConfig.from_dict(data['policy'])
+        raise ValueError(f'{path} has no "policy" section')
+    try:
+        return PolicyConfig.from_dict(data['policy'])
+    except ValueError as error:
+        raise ValueError(f'{path}: policy.{error}' if _names_a_field(error)
+                         else f'{path}: {error}') from error
+
+
+def _names_a_field(error: ValueError) -> bool:
+    """Whether PolicyConfig's message starts with a field name (then 'policy.<field>' reads)."""
+    return str(error).split(' ', 1)[0] in PolicyConfig.__dataclass_fields__
 
 
 def load_policy(folder: str | os.PathLike, map_location: str = 'cpu') -> DiffusionPolicy:
@@ -131,12 +182,17 @@ def load_policy(folder: str | os.PathLike, map_location: str = 'cpu') -> Diffusi
             raise FileNotFoundError(
                 f'model folder {folder} lacks {name}; a policy needs {CONFIG_FILE}, '
                 f'{WEIGHTS_FILE} and {STATS_FILE}')
-    weights = load_file(str(folder / WEIGHTS_FILE), device=map_location)
+    weights = read_safetensors(folder / WEIGHTS_FILE, device=map_location)
+    check_finite_tensors(weights, str(folder / WEIGHTS_FILE))
     # The normalizer's buffers come from stats.safetensors, not from the weights file.
     state = {k: v for k, v in model.state_dict().items() if k.startswith('normalizer.')}
     state.update(weights)
     load_state_strict(model, state, str(folder / WEIGHTS_FILE))
-    model.normalizer.load_stats_tensors(load_file(str(folder / STATS_FILE)))
+    stats = read_safetensors(folder / STATS_FILE)
+    try:
+        model.normalizer.load_stats_tensors(stats)
+    except ValueError as error:
+        raise ValueError(f'{folder / STATS_FILE}: {error}') from error
     model.eval()
     logger.info('loaded policy from %s', folder)
     return model

@@ -46,6 +46,11 @@ def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> LinearFn:
     """
     if weight.device.type != 'cpu':
         raise ValueError(f'int8 linears run on the CPU only, got weights on {weight.device}')
+    for what, value in (('weight', weight), ('bias', bias)):
+        count = 0 if value is None else int((~torch.isfinite(value)).sum())
+        if count:
+            raise ValueError(f'int8 quantization needs finite weights, found {count} non-finite '
+                             f'values (NaN or inf) in a {tuple(value.shape)} linear {what}')
     w = weight.detach().float()
     scale = (w.abs().amax(dim=1).clamp_min(1e-12) / 127.0).double()
     zero = torch.zeros(w.shape[0], dtype=torch.long)
@@ -130,12 +135,26 @@ def _mlp(branch, linear: Callable[..., LinearFn]) -> BranchFn:
     return run
 
 
+def _require_finite_branches(net) -> None:
+    """Name the branch parameters with NaN or inf values, which int8 cannot quantize."""
+    bad = [f'transformer.branches.{name}: {count} of {param.numel()}'
+           for name, param in net.branches.named_parameters()
+           if (count := int((~torch.isfinite(param.detach())).sum()))]
+    if bad:
+        raise ValueError(
+            f'int8_linears: found non-finite weights (NaN or inf) in {len(bad)} transformer '
+            f'parameters: {", ".join(bad[:5])}{" ..." if len(bad) > 5 else ""}; expected finite '
+            f'weights (did training diverge, or is the model file corrupt?)')
+
+
 class FrozenTransformer:
     """Eval-mode branch, embedding and output calls of one ``DiffusionTransformer``."""
 
     def __init__(self, net, int8_linears: bool = False):
         makers = (_self_attention, _cross_attention, _mlp)
         linear = int8_linear if int8_linears else float_linear
+        if int8_linears:
+            _require_finite_branches(net)
         self.int8_linears = int8_linears
         self.branches = [makers[i % 3](branch, linear) for i, branch in enumerate(net.branches)]
         self.input_w, self.input_b = net.input_emb.weight, net.input_emb.bias

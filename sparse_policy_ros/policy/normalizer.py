@@ -67,7 +67,7 @@ class MinMaxNormalizer(nn.Module):
                 if flat not in tensors:
                     raise ValueError(
                         f'normalization stats file lacks {flat!r}; has {sorted(tensors)}')
-                stats[name][key] = tensors[flat].numpy()
+                stats[name][key] = tensors[flat].detach().cpu().float().numpy()
         self.set_stats(stats)
 
     def normalize(self, name: str, x: torch.Tensor) -> torch.Tensor:

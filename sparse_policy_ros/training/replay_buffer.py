@@ -9,9 +9,11 @@ Layout (zarr format 2, so stores written for Diffusion Policy open as they are):
 
 Crash safety: ``add_episode`` writes every data array first and extends ``meta/episode_ends``
 last, so an episode becomes visible only once its end is stored. A writer killed half-way leaves
-data arrays longer than ``episode_ends[-1]``; readers ignore those steps and opening in append
-mode cuts them off (with a warning). Zarr's local store writes each file atomically (temporary
-file + rename), which is what makes "extend episode_ends" a commit point. One writer at a time.
+data arrays longer than ``episode_ends[-1]``, or one unwritten (fill-value) last end after them;
+readers ignore those steps and opening in append mode cuts them off (with a warning). Any other
+end that does not exceed the one before it is a corrupt store, refused with ``ValueError``.
+Zarr's local store writes each file atomically (temporary file + rename), which is what makes
+"extend episode_ends" a commit point. One writer at a time.
 """
 
 from collections.abc import Mapping
@@ -253,9 +255,9 @@ class ReplayBuffer:
         ends = np.asarray(stored[:], dtype=np.int64)
         lengths = np.diff(ends, prepend=0)
         bad = np.flatnonzero(lengths <= 0)
-        if len(bad) and bad[0] == len(ends) - 1:
+        if len(bad) and bad[0] == len(ends) - 1 and self._is_uncommitted_end(stored, ends):
             # A writer died between growing episode_ends and storing the new end.
-            logger.warning('%s: last entry of %s (%d) is not a valid end after %d: an '
+            logger.warning('%s: last entry of %s (%d) is an unwritten slot after %d: an '
                            'interrupted add_episode; %s it', self._path, EPISODE_ENDS,
                            ends[-1], ends[-2] if len(ends) > 1 else 0,
                            'removing' if self._mode == 'a' else 'ignoring')
@@ -263,10 +265,27 @@ class ReplayBuffer:
             if self._mode == 'a':
                 stored.resize((len(ends),))
         elif len(bad):
+            index = int(bad[0])
+            previous = f'{EPISODE_ENDS}[{index - 1}] = {ends[index - 1]}' if index else '0'
             raise ValueError(
-                f'{EPISODE_ENDS} must be strictly increasing and positive, got {ends[bad[0]]} at '
-                f'index {bad[0]} after {ends[bad[0] - 1] if bad[0] else 0} ({self._path})')
+                f'replay buffer at {self._path}: {EPISODE_ENDS}[{index}] = {ends[index]} is not '
+                f'greater than {previous}; expected strictly increasing cumulative episode ends '
+                f'(each episode at least one step), the last equal to the data length')
         return ends
+
+    def _is_uncommitted_end(self, stored: zarr.Array, ends: np.ndarray) -> bool:
+        """
+        Whether the last of ``ends`` is the slot a killed ``_commit_episode_end`` left unwritten.
+
+        Such a slot holds the array's fill value and follows data arrays already extended past
+        the previous end (``add_episode`` writes the data first). Any other non-increasing
+        value is a corrupt store, not a crash to repair.
+        """
+        fill = 0 if stored.fill_value is None else int(stored.fill_value)
+        previous = int(ends[-2]) if len(ends) > 1 else 0
+        data = self._data_group()
+        lengths = [data[key].shape[0] if data[key].ndim else 0 for key in data.array_keys()]
+        return int(ends[-1]) == fill and bool(lengths) and min(lengths) > previous
 
     def _check_data_lengths(self) -> None:
         n_steps = self.n_steps

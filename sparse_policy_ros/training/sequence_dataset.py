@@ -71,6 +71,7 @@ def compute_stats(replay_buffer: ReplayBuffer | str | os.PathLike, keys: Sequenc
         lo = hi = None
         for episode in episodes:
             values = np.asarray(array[buffer.episode_slice(int(episode))])
+            _require_finite(values, buffer, key, np.array([episode]), np.array([len(values)]))
             ep_lo, ep_hi = values.min(axis=0), values.max(axis=0)
             lo = ep_lo if lo is None else np.minimum(lo, ep_lo)
             hi = ep_hi if hi is None else np.maximum(hi, ep_hi)
@@ -155,6 +156,8 @@ class SequenceDataset(Dataset):
             for camera, key in image_keys.items()}  # (T, 3, H, W)
         self._state = _load(buffer, state_key, slices).astype(np.float32, copy=False)
         self._action = _load(buffer, action_key, slices).astype(np.float32, copy=False)
+        for key, values in ((state_key, self._state), (action_key, self._action)):
+            _require_finite(values, buffer, key, episodes, lengths)
         self._windows = self._index_windows(lengths)
         if len(self._windows) == 0:
             raise ValueError(
@@ -243,6 +246,27 @@ def _require_key(buffer: ReplayBuffer, key: str) -> None:
 def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f'{name} must be an int >= {minimum}, got {value!r}')
+
+
+def _require_finite(values: np.ndarray, buffer: ReplayBuffer, key: str, episodes: np.ndarray,
+                    lengths: np.ndarray) -> None:
+    """Name the episodes and first step of NaN/inf rows of ``values`` (episodes back to back)."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)  # (T,)
+    if finite.all():
+        return
+    rows = np.flatnonzero(~finite)
+    ends = np.cumsum(lengths)
+    which = np.searchsorted(ends, rows, side='right')  # position in ``episodes`` of each row
+    first_step = int(rows[0] - (ends[which[0] - 1] if which[0] else 0))
+    bad = sorted({int(episodes[i]) for i in which})
+    count = int((~np.isfinite(values)).sum())
+    raise ValueError(
+        f'replay buffer at {buffer.path}: {DATA_GROUP}/{key} holds {count} non-finite values '
+        f'(NaN or inf) in episode(s) {bad[:10]}{" ..." if len(bad) > 10 else ""}, the first at '
+        f'step {first_step} of episode {int(episodes[which[0]])}; expected finite values '
+        f'(drop or re-record those episodes)')
 
 
 def _load(buffer: ReplayBuffer, key: str, slices: list[slice]) -> np.ndarray:

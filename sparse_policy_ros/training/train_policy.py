@@ -4,7 +4,8 @@ Dense policy training CLI: ``train-policy --dataset D --config C --out DIR [--re
 AdamW with linear warm-up and cosine decay, EMA weights (saved as the inference weights),
 validation loss on held-out episodes, tqdm progress, atomic periodic checkpoints, bf16 autocast
 (on CUDA by default, on the CPU with ``--precision bf16``), and DistributedDataParallel when
-started by ``torchrun`` (gloo on CPU, NCCL on CUDA).
+started by ``torchrun`` (gloo on CPU, NCCL on CUDA). A non-finite training or validation loss
+stops the run (exit status 1) before it reaches the EMA weights, a checkpoint or the log.
 """
 
 import argparse
@@ -23,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from .checkpointing import latest_checkpoint, load_training_state, save_training_state
+from .checkpointing import (latest_checkpoint, load_training_state, remove_stale_temporaries,
+                            save_training_state)
 from .replay_buffer import ReplayBuffer
 from .sequence_dataset import compute_stats, SequenceDataset, split_episodes
 from .train_config import load_run_config, train_config_dict, TrainConfig
@@ -183,6 +185,8 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
     torch.manual_seed(train_config.seed + rank)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        remove_stale_temporaries(out)
     train_set, val_set, stats, train_idx, val_idx = build_datasets(dataset, policy_config,
                                                                    train_config)
     model = DiffusionPolicy(policy_config)
@@ -236,9 +240,15 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            last_loss = float(loss.detach())
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(
+                    f'training loss is {last_loss} at step {step + 1}: stopping before the EMA '
+                    f'weights or a checkpoint take it in (checkpoints already in {out} are '
+                    f'intact); expected a finite loss: try a lower lr ({train_config.lr}) or '
+                    f'--precision fp32')
             ema_update(ema, model, step, train_config)
             step += 1
-            last_loss = float(loss.detach())
             progress.update(1)
             progress.set_postfix(loss=f'{last_loss:.4f}')
             if rank == 0 and (step % train_config.val_every == 0 or step == total):
@@ -248,9 +258,15 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
                     record['val_loss'] = validation_loss(ema, val_loader,
                                                          train_config.val_batches, dev,
                                                          train_config.seed)
+                    if not math.isfinite(record['val_loss']):
+                        raise FloatingPointError(
+                            f'validation loss (val_loss) is {record["val_loss"]} at step {step} '
+                            f'on validation episodes {val_idx}: stopping; expected a finite '
+                            f'loss (did the EMA weights diverge?)')
                 history.append(record)
                 with open(out / 'train_log.jsonl', 'a') as handle:
-                    handle.write(json.dumps(record) + '\n')
+                    # allow_nan=False: a NaN would make the line invalid JSON.
+                    handle.write(json.dumps(record, allow_nan=False) + '\n')
             if rank == 0 and (step % train_config.checkpoint_every == 0 or step == total):
                 save_training_state(out, model, ema, optimizer, step,
                                     {**extra, 'history': history})
@@ -316,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f'train-policy: error: {error}', file=sys.stderr)
         return 2
+    except FloatingPointError as error:
+        print(f'train-policy: error: {error}', file=sys.stderr)
+        return 1
     return 0
 
 
