@@ -1,13 +1,24 @@
-"""Pruner: exact budgets in ``decide``, async equals sync, save / load."""
+"""Pruner: exact budgets in ``decide``, async equals sync, save / load, static tables."""
 
+import json
+from pathlib import Path
+import shutil
 import threading
 
+from engine_helpers import observation
+import numpy as np
 import pytest
-from sparse_policy_ros.sparsity.decisions import Decision, make_executable
+from safetensors.torch import load_file, save_file
+from sparse_policy_ros.policy.checkpoint import load_config, load_policy
+from sparse_policy_ros.sparsity.decisions import Decision, from_rows, make_executable, to_rows
 from sparse_policy_ros.sparsity.pruner import (
-    AsyncPrunerRunner, decide, load_pruner, Pruner, PrunerConfig, save_pruner)
-from sparse_policy_ros.sparsity.schedules import static_schedule
+    AsyncPrunerRunner, check_pruner_matches, decide, decision_margins, DECISION_TOLERANCE,
+    load_pruner, Pruner, PrunerConfig, save_pruner, STATIC_DECISIONS_KEY)
+from sparse_policy_ros.sparsity.schedules import static_schedule, step_schedule
+from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 import torch
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'default'
 
 C = int(Decision.COMPUTE)
 
@@ -210,3 +221,256 @@ def test_restricted_pruner_takes_only_its_decisions(target, tmp_path):
     for bad in (('reuse_step',), ('compute',), ('compute', 'skip')):
         with pytest.raises(ValueError, match='pruner decisions must be names'):
             PrunerConfig(decisions=bad)
+
+
+def default_pruner_copy(folder: Path, with_config: bool = True) -> Path:
+    """Copy the shipped default pruner (and the policy's config.json) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ['pruner.json', 'pruner.safetensors'] + (['config.json'] if with_config else [])
+    for name in names:
+        shutil.copy2(DEFAULT_MODEL / name, folder / name)
+    return folder
+
+
+def default_schedule() -> torch.Tensor:
+    """Return the searched schedule of the model card: every branch at six steps, 72 entries."""
+    record = json.loads((DEFAULT_MODEL / 'pruner.json').read_text())['training']
+    assert record['init_steps'] == [0, 17, 39, 62, 82, 97]
+    return step_schedule(100, 12, record['init_steps'])
+
+
+def nudge_one_ulp(folder: Path, name: str, direction: float) -> None:
+    """Move every float32 value of tensor ``name`` in pruner.safetensors by one ulp."""
+    path = folder / 'pruner.safetensors'
+    tensors = load_file(str(path))
+    values = tensors[name].numpy()
+    assert values.dtype == np.float32
+    nudged = np.asarray(np.nextafter(values, np.float32(direction)), np.float32)
+    assert (nudged != values).all()
+    tensors[name] = torch.from_numpy(nudged)
+    save_file(tensors, str(path))
+
+
+def executed_decisions(pruner: Pruner) -> torch.Tensor:
+    """Return the decisions SparsePolicy executes in pruner mode (its runner, argmax path)."""
+    runner = AsyncPrunerRunner(pruner, torch.device('cpu'))
+    try:
+        memory = torch.randn((100, 1, 3, 256), generator=torch.Generator().manual_seed(0))
+        return runner.run_sync(memory, None).result()
+    finally:
+        runner.close()
+
+
+def test_shipped_default_pruner_executes_its_recorded_table():
+    expected = default_schedule()
+    data = json.loads((DEFAULT_MODEL / 'pruner.json').read_text())
+    assert torch.equal(from_rows(data[STATIC_DECISIONS_KEY]['rows']), expected)
+    pruner, _ = load_pruner(DEFAULT_MODEL)
+    assert pruner.is_static and torch.equal(pruner.static_table, expected)
+    decisions = executed_decisions(pruner)
+    assert torch.equal(decisions, expected) and int((decisions == C).sum()) == 72
+    # Why the table exists: at the computed steps the argmax is an exact four-way tie.
+    margins = decision_margins(pruner.static_logits()[:, None])
+    assert float(margins[17].max()) == 0.0 and float(margins[1:].min()) == 0.0
+
+
+@pytest.mark.parametrize('name', ['compute_bias', 'head.bias', 'step_prior'])
+@pytest.mark.parametrize('direction', [np.inf, -np.inf])
+def test_one_ulp_of_bias_does_not_change_the_default_pruners_decisions(
+        name, direction, tmp_path):
+    folder = default_pruner_copy(tmp_path)
+    nudge_one_ulp(folder, name, direction)
+    pruner, _ = load_pruner(folder)
+    assert torch.equal(executed_decisions(pruner), default_schedule())
+
+
+def test_one_ulp_less_compute_bias_would_have_left_only_step_zero(tmp_path):
+    # The hazard the table removes: the nudged weights' own argmax computes step 0 only, yet
+    # the policy still executes the 72 recorded entries, on a real predict call.
+    folder = default_pruner_copy(tmp_path)
+    nudge_one_ulp(folder, 'compute_bias', -np.inf)
+    pruner, _ = load_pruner(folder)
+    with torch.inference_mode():
+        argmax = make_executable(decide(pruner(torch.zeros(100, 1, 3, 256))))
+    assert int((argmax == C).sum()) == 12
+    policy = SparsePolicy(load_policy(DEFAULT_MODEL), pruner, mode='pruner', device='cpu',
+                          warmup=False, cuda_graphs=False)
+    try:
+        assert policy.predict(observation(policy.config, 0)).stats.dense_call
+        chunk = policy.predict(observation(policy.config, 1))
+        assert torch.equal(chunk.stats.decisions, default_schedule())
+    finally:
+        policy.close()
+
+
+def edit_rows(folder: Path, edit) -> None:
+    path = folder / 'pruner.json'
+    data = json.loads(path.read_text())
+    rows = [row.split() for row in data[STATIC_DECISIONS_KEY]['rows']]
+    edit(rows)
+    data[STATIC_DECISIONS_KEY]['rows'] = [' '.join(row) for row in rows]
+    path.write_text(json.dumps(data))
+
+
+def test_recorded_table_that_the_weights_contradict_is_refused(tmp_path):
+    folder = default_pruner_copy(tmp_path)
+
+    def contradict(rows):
+        rows[50][3] = 'compute'  # the weights prefer reuse_step there by 4 logits
+
+    edit_rows(folder, contradict)
+    path = str(folder / 'pruner.json')
+    with pytest.raises(ValueError) as error:
+        load_pruner(folder)
+    message = str(error.value)
+    assert message.startswith(path)
+    assert ('recorded static decision at (step 50, branch 3) is compute, but the weights '
+            'choose reuse_step by a logit margin of 4 ') in message
+
+
+def test_recorded_table_settles_near_ties_only(tmp_path):
+    # At step 17 every decision ties: a table may pick any of them, and it is what runs.
+    folder = default_pruner_copy(tmp_path)
+
+    def settle(rows):
+        rows[17] = ['reuse_step'] * 12
+
+    edit_rows(folder, settle)
+    pruner, _ = load_pruner(folder)
+    expected = default_schedule()
+    expected[17] = int(Decision.REUSE_STEP)
+    assert torch.equal(executed_decisions(pruner), expected)
+    # A budget of the table's 60 computed entries runs the table too; another runs the logits.
+    memory = torch.zeros(100, 1, 3, 256)
+    assert torch.equal(pruner.decisions(memory, 0.95), expected)
+    assert int((pruner.decisions(memory, 0.9) == C).sum()) == 120
+
+
+@pytest.mark.parametrize('edit, match', [
+    (lambda rows: rows[0].__setitem__(0, 'reuse_step'),
+     r'\(step 0, branch 0\) must be compute'),
+    (lambda rows: rows[4].__setitem__(2, 'skip'), r'row 4, branch 2: .skip. is not one of'),
+    (lambda rows: rows.pop(), r'must have shape \(n_steps, n_branches\) = \(100, 12\)'),
+    (lambda rows: rows[9].pop(), 'row 9 has 11 entries, expected 12'),
+])
+def test_malformed_tables_are_refused_naming_the_file(edit, match, tmp_path):
+    folder = default_pruner_copy(tmp_path)
+    edit_rows(folder, edit)
+    with pytest.raises(ValueError, match=match) as error:
+        load_pruner(folder)
+    assert str(error.value).startswith(str(folder / 'pruner.json'))
+
+
+def test_table_for_an_observation_dependent_pruner_is_refused(tmp_path):
+    folder = default_pruner_copy(tmp_path)
+    tensors = load_file(str(folder / 'pruner.safetensors'))
+    tensors['head.weight'] = torch.full_like(tensors['head.weight'], 0.01)
+    save_file(tensors, str(folder / 'pruner.safetensors'))
+    with pytest.raises(ValueError, match='head is not zero'):
+        load_pruner(folder)
+
+
+def test_save_records_the_table_of_a_static_pruner_only(tmp_path):
+    k, nb = 30, 12
+    schedule = static_schedule('fora', k, nb, 0.8)
+    pruner = Pruner(PrunerConfig(n_branches=nb, cond_dim=32, n_steps=k))
+    pruner.init_prior_from(schedule)
+    pruner.eval()
+    save_pruner(pruner, tmp_path / 'static')
+    data = json.loads((tmp_path / 'static' / 'pruner.json').read_text())
+    assert data[STATIC_DECISIONS_KEY]['rows'] == to_rows(schedule)
+    assert data[STATIC_DECISIONS_KEY]['min_margin'] == pytest.approx(4.0)
+    assert pruner.static_table is None  # saving does not change what the pruner runs
+    loaded, _ = load_pruner(tmp_path / 'static')
+    assert torch.equal(loaded.static_table, schedule)
+    memory = torch.randn(k, 1, 3, 32)
+    assert torch.equal(loaded.decisions(memory), schedule)
+    assert torch.equal(loaded.decisions(memory, 0.8), schedule)  # budget path: the logits
+    with pytest.raises(ValueError, match='expected n_steps = 30'):
+        loaded.decisions(torch.randn(10, 1, 3, 32))
+    with pytest.raises(ValueError, match='expected cond_dim = 32'):
+        loaded.decisions(torch.randn(k, 1, 3, 16))
+    # A table set by hand is checked like a loaded one, and it is what is saved.
+    settled = schedule.clone()
+    settled[3, 0] = int(Decision.REUSE_BLOCK)
+    with pytest.raises(ValueError, match=r'\(step 3, branch 0\) is reuse_block'):
+        loaded.set_static_table(settled)
+    save_pruner(random_pruner(), tmp_path / 'dynamic')
+    data = json.loads((tmp_path / 'dynamic' / 'pruner.json').read_text())
+    assert STATIC_DECISIONS_KEY not in data
+    assert load_pruner(tmp_path / 'dynamic')[0].static_table is None
+
+
+def test_static_pruner_without_a_table_warns_on_near_ties(tmp_path, caplog):
+    folder = default_pruner_copy(tmp_path)
+    data = json.loads((folder / 'pruner.json').read_text())
+    del data[STATIC_DECISIONS_KEY]
+    (folder / 'pruner.json').write_text(json.dumps(data))
+    with caplog.at_level('WARNING', logger='sparse_policy_ros.sparsity.pruner'):
+        pruner, _ = load_pruner(folder)
+    assert pruner.static_table is None
+    assert f'win by only 0 (< {DECISION_TOLERANCE:g})' in caplog.text
+    assert str(folder / 'pruner.json') in caplog.text
+
+
+def test_pruner_for_another_policy_is_refused_naming_the_field(tmp_path):
+    # A 24-branch pruner beside a 12-branch policy used to fail inside the sampler with
+    # "list index out of range".
+    save_pruner(Pruner(PrunerConfig(n_branches=24, cond_dim=256)), tmp_path)
+    shutil.copy2(DEFAULT_MODEL / 'config.json', tmp_path / 'config.json')
+    expected = f'{tmp_path / "pruner.json"}: pruner n_branches is 24, expected 12'
+    with pytest.raises(ValueError, match='pruner n_branches is 24, expected 12') as error:
+        load_pruner(tmp_path)
+    assert str(error.value).startswith(expected)
+    for name in ('model.safetensors', 'stats.safetensors'):
+        (tmp_path / name).symlink_to(DEFAULT_MODEL / name)
+    with pytest.raises(ValueError, match='pruner n_branches is 24, expected 12'):
+        SparsePolicy.from_pretrained(tmp_path, device='cpu', mode='pruner', warmup=False)
+    model = load_config(DEFAULT_MODEL)
+    good = PrunerConfig(n_branches=12, cond_dim=256, n_steps=100)
+    check_pruner_matches(good, model)
+    check_pruner_matches(PrunerConfig(n_branches=12, cond_dim=256), model, 10)  # no prior
+    for field, value, expected_value, steps in (('cond_dim', 128, 256, None),
+                                                ('n_steps', 100, 50, 50),
+                                                ('n_steps', 50, 100, None)):
+        config = PrunerConfig(**{**vars(good), field: value})
+        with pytest.raises(ValueError,
+                           match=f'^where: pruner {field} is {value}, expected '
+                                 f'{expected_value} '):
+            check_pruner_matches(config, model, steps, source='where')
+
+
+def test_corrupt_pruner_files_are_errors_naming_the_file(tmp_path):
+    folder = default_pruner_copy(tmp_path, with_config=False)
+    weights = folder / 'pruner.safetensors'
+    good = weights.read_bytes()
+    weights.write_bytes(good[:len(good) // 2])
+    with pytest.raises(ValueError, match='not a readable safetensors file') as error:
+        load_pruner(folder)
+    assert str(error.value).startswith(str(weights))
+    weights.write_bytes(good)
+    config = folder / 'pruner.json'
+    text = config.read_text()
+    for bad, match in ((text[:len(text) // 2], 'not valid JSON'),
+                       ('[1, 2]', 'expected an object with a "pruner" section'),
+                       ('{"training": {}}', 'expected an object with a "pruner" section'),
+                       ('{"pruner": {"n_branches": 12, "size": 3}}', 'bad "pruner" section'),
+                       ('{"pruner": {"n_branches": -1}}', 'bad "pruner" section'),
+                       ('{"pruner": {}, "training": 3}', '"training" must be an object')):
+        config.write_text(bad)
+        with pytest.raises(ValueError, match=match) as error:
+            load_pruner(folder)
+        assert str(error.value).startswith(str(config)), bad
+
+
+def test_decide_budget_breaks_ties_by_position():
+    # All margins equal: the budget goes to the earliest entries, on every device.
+    decisions = decide(torch.zeros(4, 1, 3, 4), 0.5)
+    assert (decisions[:2] == C).all() and (decisions[2:] != C).all()
+
+
+def test_sparse_policy_refuses_a_pruner_trained_for_another_policy():
+    model = load_policy(DEFAULT_MODEL)
+    with pytest.raises(ValueError, match='pruner n_branches is 24, expected 12'):
+        SparsePolicy(model, Pruner(PrunerConfig(n_branches=24, cond_dim=model.config.n_emb)),
+                     mode='pruner', device='cpu', warmup=False)

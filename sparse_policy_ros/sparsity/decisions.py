@@ -9,6 +9,9 @@ pruner both produce it; one sampler executes it. Execution rules:
   where no such branch exists it is rewritten to REUSE_STEP by :func:`make_executable`;
 * REUSE_STEP takes this branch's latest computed value from an earlier step of this call;
 * REUSE_ROLLOUT takes this branch at this step from the RolloutCache (earlier calls).
+
+As text (a pruner's recorded table in pruner.json), a decisions tensor is one string per step
+holding its branches' lower-case Decision names separated by spaces (:func:`to_rows`).
 """
 
 from enum import IntEnum
@@ -77,3 +80,36 @@ def make_executable(decisions: torch.Tensor, rollout_available: bool = True) -> 
     orphan = (out == Decision.REUSE_BLOCK) & ~earlier.view(k, nb)
     out[orphan] = int(Decision.REUSE_STEP)
     return out
+
+
+def to_rows(decisions: torch.Tensor) -> list[str]:
+    """[K, nb] codes -> K strings of nb space-separated lower-case names ('compute ...')."""
+    names = [d.name.lower() for d in Decision]
+    return [' '.join(names[int(code)] for code in row) for row in decisions.tolist()]
+
+
+def from_rows(rows: list[str], allowed: tuple[str, ...] | None = None) -> torch.Tensor:
+    """
+    Parse :func:`to_rows` text back into a [K, nb] int8 tensor.
+
+    ``allowed``: the decision names that may occur (all four when None). Raises ValueError
+    naming the first bad row or entry.
+    """
+    codes = {d.name.lower(): int(d) for d in Decision}
+    allowed = tuple(codes) if allowed is None else tuple(allowed)
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f'decision rows must be a non-empty list of strings, got {rows!r}')
+    table = []
+    for step, row in enumerate(rows):
+        if not isinstance(row, str):
+            raise ValueError(f'decision row {step} must be a string, got {row!r}')
+        names = row.split()
+        if table and len(names) != len(table[0]):
+            raise ValueError(f'decision row {step} has {len(names)} entries, expected '
+                             f'{len(table[0])} like row 0')
+        for branch, name in enumerate(names):
+            if name not in allowed:
+                raise ValueError(f'decision row {step}, branch {branch}: {name!r} is not one '
+                                 f'of {list(allowed)}')
+        table.append([codes[name] for name in names])
+    return torch.tensor(table, dtype=DECISION_DTYPE)

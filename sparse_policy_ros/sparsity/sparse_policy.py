@@ -22,7 +22,8 @@ from .cache import RolloutCache
 from .cuda_graphs import GraphedSampler
 from .decisions import dense_decisions, make_executable, sparsity_of
 from .flops import count_flops
-from .pruner import AsyncPrunerRunner, load_pruner, Pruner, PrunerConfig, PrunerResult
+from .pruner import (AsyncPrunerRunner, check_pruner_matches, load_pruner, Pruner, PrunerConfig,
+                     PrunerResult)
 from .sampler import sample_sparse
 from .schedules import ddim_steps_for, static_schedule
 from ..policy.checkpoint import load_policy
@@ -138,6 +139,7 @@ class SparsePolicy:
         self.pruner = None
         self._runner = None
         if mode == 'pruner':
+            check_pruner_matches(pruner.config, self.config, self.scheduler.num_inference_steps)
             self.pruner = pruner.to(self.device).eval().requires_grad_(False)
             self._runner = AsyncPrunerRunner(self.pruner, self.device)
         self.async_pruner = resolve_async_pruner(async_pruner, self.device)
