@@ -33,6 +33,43 @@ class SamplingNoise:
         """Noise injected after denoising step k."""
         return None if self.per_step is None else self.per_step[k]
 
+    def validate(self, scheduler: NoiseScheduler, shape: tuple[int, ...]) -> None:
+        """
+        Raise ValueError unless this noise is what ``draw(scheduler, shape)`` would give.
+
+        Shapes and dtype (values and device are the caller's): ``initial`` is ``shape``;
+        ``per_step`` is ``(K, *shape)`` for a DDPM scheduler of K steps and None for DDIM, whose
+        steps inject nothing (a DDPM draw handed to a DDIM call is refused rather than silently
+        half used); both in the default dtype, as drawn.
+        """
+        def described(value) -> str:
+            if isinstance(value, torch.Tensor):
+                return f'shape {tuple(value.shape)}'
+            return 'None' if value is None else type(value).__name__
+
+        shape = tuple(shape)
+        if not isinstance(self.initial, torch.Tensor) or tuple(self.initial.shape) != shape:
+            raise ValueError(f'noise.initial must have shape {shape}, got '
+                             f'{described(self.initial)}')
+        # draw() gives the default dtype (float32); another would fail inside the denoiser.
+        dtype = torch.get_default_dtype()
+        if self.initial.dtype != dtype:
+            raise ValueError(f'noise.initial must be {dtype}, got {self.initial.dtype}')
+        if not scheduler.needs_noise:
+            if self.per_step is not None:
+                raise ValueError(
+                    f'noise.per_step must be None for a {scheduler.kind} scheduler (no noise '
+                    f'is injected between steps), got {described(self.per_step)}')
+            return
+        expected = (scheduler.num_inference_steps, *shape)
+        if not isinstance(self.per_step, torch.Tensor) or tuple(self.per_step.shape) != expected:
+            raise ValueError(
+                f'noise.per_step must have shape {expected} (one draw per step of this '
+                f'{scheduler.num_inference_steps}-step {scheduler.kind} scheduler), got '
+                f'{described(self.per_step)}')
+        if self.per_step.dtype != dtype:
+            raise ValueError(f'noise.per_step must be {dtype}, got {self.per_step.dtype}')
+
 
 def time_memory_for(model: DiffusionPolicy, scheduler: NoiseScheduler,
                     device: torch.device) -> torch.Tensor:

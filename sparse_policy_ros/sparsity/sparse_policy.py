@@ -62,6 +62,8 @@ class ActionChunk:
     n_obs_steps: int
     n_action_steps: int
     stats: PredictStats
+    # The randomness the call used: ``predict(observation, noise=chunk.noise)`` replays it.
+    noise: SamplingNoise | None = field(default=None, repr=False)
 
     @property
     def executable(self) -> np.ndarray:
@@ -236,18 +238,39 @@ class SparsePolicy:
         self.calls = 0
 
     def predict(self, observation: dict, generator: torch.Generator | None = None,
-                count_flops_: bool = False) -> ActionChunk:
-        """One policy call. Bad observations raise ValueError naming the field."""
+                count_flops_: bool = False, noise: SamplingNoise | None = None) -> ActionChunk:
+        """
+        One policy call. Bad observations raise ValueError naming the field.
+
+        ``noise``: replay a call's randomness (``chunk.noise``) instead of drawing new noise;
+        the policy's own generator is then left as it was. It must fit this policy's scheduler
+        (``SamplingNoise.validate``); ``sparsity.fidelity.replay_noise`` adapts a draw to a
+        policy with other steps. The output also depends on the rollout cache, and a replay is
+        a call like any other (it writes the cache). A replay right after the call it repeats
+        gives the same actions bit for bit (reused entries are never overwritten), unless that
+        call found the cache incomplete (the first after a reset: it was dense, the replay may
+        reuse); a replay after a reset gives the dense call's actions.
+        """
         images, state = validate_observation(observation, self.config)
+        if noise is not None:
+            if generator is not None:
+                raise ValueError('pass noise or generator, not both: replayed noise draws '
+                                 'nothing from a generator')
+            if not isinstance(noise, SamplingNoise):
+                raise TypeError(f'noise must be a SamplingNoise, got {type(noise).__name__}')
+            noise.validate(self.scheduler, (1, self.config.horizon, self.config.action_dim))
+            noise = SamplingNoise(noise.initial.to(self.device),
+                                  None if noise.per_step is None
+                                  else noise.per_step.to(self.device))
         if count_flops_:
-            chunk, flops = count_flops(self._predict, images, state, generator, True)
+            chunk, flops = count_flops(self._predict, images, state, generator, True, noise)
             chunk.stats.flops = flops
             return chunk
-        return self._predict(images, state, generator, False)
+        return self._predict(images, state, generator, False, noise)
 
     @torch.inference_mode()
     def _predict(self, images: dict, state: np.ndarray, generator: torch.Generator | None,
-                 synchronous_pruner: bool) -> ActionChunk:
+                 synchronous_pruner: bool, noise: SamplingNoise | None = None) -> ActionChunk:
         stats = PredictStats()
         start = time.perf_counter()
         image_t, state_t = self.model.observation_to_tensors(images, state, self.device)
@@ -276,9 +299,10 @@ class SparsePolicy:
             executed.append(decisions)
             return decisions
 
-        noise = SamplingNoise.draw(self.scheduler, (1, self.config.horizon,
-                                                    self.config.action_dim),
-                                   self.device, generator or self._generator)
+        if noise is None:
+            noise = SamplingNoise.draw(self.scheduler, (1, self.config.horizon,
+                                                        self.config.action_dim),
+                                       self.device, generator or self._generator)
         if self._graphed is not None and not synchronous_pruner:
             # A graph needs the decisions before launch: the pruner's overlap with step 0 is
             # given up for a single-launch call.
@@ -308,7 +332,7 @@ class SparsePolicy:
             raise FloatingPointError(
                 f'policy produced non-finite actions at call {self.calls}; refusing to return')
         return ActionChunk(actions_np, self.config.n_obs_steps, self.config.n_action_steps,
-                           stats)
+                           stats, noise)
 
     def _planned_static(self) -> torch.Tensor:
         if self._static is not None:
