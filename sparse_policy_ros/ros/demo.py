@@ -9,6 +9,7 @@ publish, from the policy's /diagnostics) and achieved sparsity. Without a traine
 """
 
 import argparse
+from collections import deque
 from dataclasses import dataclass, field
 import json
 import os
@@ -20,17 +21,25 @@ import tempfile
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from std_msgs.msg import String
+from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from tqdm import tqdm
 from trajectory_msgs.msg import JointTrajectory
+import yaml
 
 from .diagnostics import status_values
+from .joint_states import joint_positions_from_msg
+from .jtc_validation import CommandedMotionChecker
+from .message_errors import MessageError
 from .params import RANDOM_MODEL
 from .paths import default_model_dir, package_path
+from .safety import JointLimits
+from .trajectory import stamp_to_seconds
 
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Random weights run the pruner at this sparsity so the demo's timing means something.
@@ -39,8 +48,12 @@ EMPTY = "''"  # an empty string on the --ros-args command line (values are YAML)
 
 
 def isolate_dds() -> str:
-    """Keep DDS on loopback with a domain unique to this run; children inherit it."""
-    domain = str(os.getpid() % 100 + 110)
+    """
+    Keep DDS on loopback; children inherit it.
+
+    A ROS_DOMAIN_ID the caller set is honoured; without one the domain is unique to this run.
+    """
+    domain = os.environ.get('ROS_DOMAIN_ID') or str(os.getpid() % 100 + 110)
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     os.environ['ROS_DOMAIN_ID'] = domain
     os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
@@ -56,15 +69,26 @@ class DemoState:
     sim_status: dict[str, str] = field(default_factory=dict)
     trajectories: int = 0
     counting: bool = False
+    checker: CommandedMotionChecker | None = None  # stock JTC rules and limits, every message
 
 
 class DemoMonitor(Node):
     """Listens to episodes, diagnostics and commands; calls the reset services."""
 
-    def __init__(self, command_topic: str):
-        """Subscribe to what the demo reports on."""
+    def __init__(self, command_topic: str, limits: JointLimits | None = None,
+                 joint_names: tuple[str, ...] = ()):
+        """Subscribe to what the demo reports on; check every command against ``limits``."""
         super().__init__('demo_monitor')
         self.state = DemoState()
+        self.joint_names = tuple(joint_names)
+        # Recent (stamp, measured positions): where an idle arm rests when a command comes.
+        self._positions: deque[tuple[float, np.ndarray]] = deque(maxlen=200)
+        if limits is not None:
+            self.state.checker = CommandedMotionChecker(self.joint_names, limits)
+            self.create_subscription(JointState, 'joint_states', self.joint_state_callback,
+                                     qos_profile_sensor_data)
+            self.create_subscription(Header, '/sim_node/episode_start',
+                                     self.episode_start_callback, RELIABLE_QOS)
         self.create_subscription(String, '/sim_node/episode', self.episode_callback,
                                  RELIABLE_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics_callback,
@@ -79,7 +103,7 @@ class DemoMonitor(Node):
         outcome = json.loads(msg.data)
         if self.state.counting and outcome['reason'] != 'aborted':
             self.state.outcomes.append(outcome)
-            self.reset_policy.call_async(Trigger.Request())  # fresh history and cache
+            # The policy node follows /sim_node/episode_start itself: no reset call here.
 
     def diagnostics_callback(self, msg: DiagnosticArray) -> None:
         """Keep the latest status of each node."""
@@ -90,9 +114,28 @@ class DemoMonitor(Node):
                 self.state.sim_status = status_values(status)
 
     def trajectory_callback(self, msg: JointTrajectory) -> None:
-        """Count the commands sent while episodes are counted."""
+        """Count the commands sent while episodes are counted; check every one."""
         if self.state.counting:
             self.state.trajectories += 1
+        checker = self.state.checker
+        if checker is not None and self._positions:
+            # The node planned from the joint state it had when it stamped the message.
+            stamp = stamp_to_seconds(msg.header.stamp)
+            before = [p for t, p in self._positions if t <= stamp]
+            checker.add(msg, start_position=before[-1] if before else self._positions[0][1])
+
+    def joint_state_callback(self, msg: JointState) -> None:
+        """Keep the latest measured position (the start of motion from rest)."""
+        try:
+            self._positions.append((stamp_to_seconds(msg.header.stamp),
+                                    joint_positions_from_msg(msg, self.joint_names)))
+        except MessageError:
+            pass  # the policy node reports bad joint states; nothing to check here
+
+    def episode_start_callback(self, msg: Header) -> None:
+        """Restart the motion check: the simulator reset the arm (it rests where measured)."""
+        if self.state.checker is not None:
+            self.state.checker.restart()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -150,6 +193,20 @@ def node_commands(args: argparse.Namespace, model_path: str) -> dict[str, list[s
     for extra in args.policy_params:
         policy += ['-p', extra]
     return {'sim_node': sim, 'policy_node': policy}
+
+
+def policy_limits(overrides: list[str]) -> tuple[tuple[str, ...], JointLimits]:
+    """Joint names and limits the policy node runs with: config/policy.yaml plus overrides."""
+    text = package_path('config', 'policy.yaml').read_text()
+    params = dict(yaml.safe_load(text)['/**/policy_node']['ros__parameters'])
+    for override in overrides:
+        name, _, value = override.partition(':=')
+        params[name] = yaml.safe_load(value)
+    limits = JointLimits(lower=np.array(params['joint_position_lower']),
+                         upper=np.array(params['joint_position_upper']),
+                         max_velocity=np.array(params['max_joint_velocity']),
+                         max_acceleration=np.array(params['max_joint_acceleration']))
+    return tuple(params['joint_names']), limits
 
 
 def resolve_model(args: argparse.Namespace) -> str:
@@ -229,10 +286,19 @@ def summary(state: DemoState, wall_s: float, model: str) -> str:
         ('predict latency p50 / p99', f'{value("predict_latency_p50_ms", " ms")} / '
                                       f'{value("predict_latency_p99_ms", " ms")}'),
         ('achieved sparsity (mean)', value('sparsity_mean')),
-        ('late chunks / holds (incl. resets) / rejected input',
+        ('late chunks / holds / rejected input',
          f'{value("chunks_late")} / {value("holds_published")} / '
          f'{sum(int(v) for k, v in policy.items() if k.startswith("rejected_"))}'),
     ]
+    if state.checker is not None:
+        c = state.checker.summary()
+        rows.append(('stock JTC rejections / limit violations',
+                     f'{c["rejections"]} / {c["violations"]} over {c["messages"]} messages, '
+                     f'{c["segments_checked"]} segments ({c["seams_checked"]} seams); peak '
+                     f'speed {c["peak_speed_ratio"]:.2f}x, acceleration '
+                     f'{c["peak_acceleration_ratio"]:.2f}x of the limits'))
+        rows.append(('seams reached after braking began (stop-and-go)',
+                     f'{c["braking_seams"]} of {c["seams_checked"]}'))
     width = max(len(name) for name, _ in rows)
     lines = [f'| {"metric".ljust(width)} | value', f'|-{"-" * width}-|------']
     lines += [f'| {name.ljust(width)} | {text}' for name, text in rows]
@@ -250,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     children: dict[str, subprocess.Popen] = {}
     logs = []
     rclpy.init(args=[])
-    monitor = DemoMonitor('/arm_controller/joint_trajectory')
+    joint_names, limits = policy_limits(args.policy_params)
+    monitor = DemoMonitor('/arm_controller/joint_trajectory', limits, joint_names)
     ok = False
     start = time.monotonic()
     try:
@@ -290,7 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         # One more policy diagnostics message so the numbers include the last episode.
         heard = monitor.state.policy_status
         spin_until(monitor, lambda: monitor.state.policy_status is not heard, 5.0, children)
-        ok = True
+        checker = monitor.state.checker
+        checker.finish()
+        ok = checker.ok
+        for problem in checker.rejections[:5] + [str(v) for v in checker.violations[:5]]:
+            print(f'demo: SAFETY CHECK FAILED: {problem}', file=sys.stderr)
     except KeyboardInterrupt:
         print('demo: interrupted', file=sys.stderr)
     finally:

@@ -12,10 +12,14 @@ def joint_positions_from_msg(msg: Any, joint_names: tuple[str, ...] | list[str])
     Pick ``joint_names``' positions (float64, in that order) from a JointState message.
 
     The message may list joints in any order and carry extra joints, which are ignored.
-    Raises :class:`MessageError` for a missing joint, mismatched array lengths or a non-finite
-    position of a wanted joint.
+    Raises :class:`MessageError` for a missing or duplicated joint name, mismatched array
+    lengths or a non-finite position of a wanted joint.
     """
     names = list(msg.name)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise MessageError('joint_duplicate', 'joint_state.name', 'unique joint names',
+                           f'{names} ({duplicates} repeated)')
     positions = np.asarray(msg.position, dtype=np.float64)
     if positions.shape != (len(names),):
         raise MessageError('joint_data', 'joint_state.position',

@@ -115,10 +115,20 @@ POLICY_PARAMS = (
     ParamSpec('resize_images', False, "Resize images to the model's size instead of rejecting "
               'other sizes.', CONFIGURE),
     ParamSpec('joint_state_topic', 'joint_states', 'sensor_msgs/JointState topic.', READ_ONLY),
-    ParamSpec('executed_actions', 0, 'Actions executed per chunk (receding horizon); 0 = the '
-              "model's n_action_steps.", RUNTIME, value_range=(0, 1000)),
-    ParamSpec('replan_threshold', 2, 'Start the next inference when this many published '
-              'actions are still ahead.', RUNTIME, value_range=(0, 1000)),
+    ParamSpec('executed_actions', 0, 'Actions executed per chunk (receding horizon): 0 = the '
+              "model's n_action_steps, else 2 to n_action_steps (action 0 is always already "
+              'due when a chunk is published).', RUNTIME, value_range=(0, 1000)),
+    ParamSpec('replan_threshold', 2, "Start the next inference when this many of the policy's "
+              'published actions are still ahead.', RUNTIME, value_range=(0, 1000)),
+    ParamSpec('episode_start_topic', '', 'std_msgs/Header topic announcing a new episode '
+              "(header.stamp = its start): clears the history and the rollout cache. '' = "
+              'none (a real robot calls ~/reset).', READ_ONLY),
+    ParamSpec('future_stamp_tolerance', 0.1, 'Seconds an observation stamp may lie ahead of '
+              "the node's clock; later stamps are rejected (stamp_future).", RUNTIME,
+              value_range=(0.0, 10.0)),
+    ParamSpec('joint_jump_threshold', 0.5, 'A joint state this far (rad or m, any joint) from '
+              'the previous one clears the history and the rollout cache and drops the plan; '
+              '0 = never.', RUNTIME, value_range=(0.0, 100.0)),
     ParamSpec('controller_topic', '/arm_controller/joint_trajectory',
               'trajectory_msgs/JointTrajectory output (joint_trajectory_controller).', READ_ONLY),
     ParamSpec('forward_position_topic', '/forward_position_controller/commands',
@@ -134,8 +144,30 @@ POLICY_PARAMS = (
               CONFIGURE, item_type=float),
     ParamSpec('max_joint_velocity', [], 'Largest allowed speed per joint (per second).',
               CONFIGURE, item_type=float),
+    ParamSpec('max_joint_acceleration', [], 'Largest allowed acceleration per joint (per '
+              'second squared); every commanded segment, seams included, stays within it.',
+              CONFIGURE, item_type=float),
     ParamSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', READ_ONLY,
               value_range=(0.01, 60.0)),
+    ParamSpec('fidelity_check_period', 2.0, 'Seconds between online fidelity checks: on a '
+              'spare cycle the reference policy answers the observation and noise of the chunk '
+              'just published, the action deviation goes to /diagnostics; 0 = off. Ignored in '
+              'dense mode.', RUNTIME, value_range=(0.0, 3600.0)),
+    ParamSpec('fidelity_reference', 'dense', 'Reference of the fidelity check: dense, or a '
+              'static budget (fixed, fora, ddim at fidelity_reference_sparsity) on hardware too '
+              'slow for dense.', CONFIGURE, choices=('dense', 'fixed', 'fora', 'ddim')),
+    ParamSpec('fidelity_reference_sparsity', 0.5, 'Target sparsity of a static reference, '
+              'below the primary one.', CONFIGURE, value_range=(0.0, 0.999)),
+    ParamSpec('fidelity_warn_threshold', 0.05, 'Largest action deviation from the reference '
+              '(rad or m, any executed step and joint) before /diagnostics warns.', CONFIGURE,
+              value_range=(1e-6, 100.0)),
+    ParamSpec('fidelity_fallback_threshold', 0.15, 'Deviation above which the node serves the '
+              'reference until recovered.', CONFIGURE, value_range=(1e-6, 100.0)),
+    ParamSpec('fidelity_recover_threshold', 0.03, 'The primary is served again after '
+              'fidelity_recover_checks checks in a row below this deviation.', CONFIGURE,
+              value_range=(1e-6, 100.0)),
+    ParamSpec('fidelity_recover_checks', 3, 'Consecutive calm checks that end a fallback.',
+              CONFIGURE, value_range=(1, 1000)),
 )
 
 SIM_PARAMS = (

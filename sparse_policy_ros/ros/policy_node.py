@@ -6,9 +6,16 @@ safety filter; activate subscribes to cameras and joint states and enables the o
 deactivate stops the output (one hold command); cleanup frees the model and device memory.
 
 Receding horizon: a control tick (four per control period) checks the data and, when the
-published trajectory has ``replan_threshold`` or fewer actions ahead, hands the assembled
-observation to the inference thread. The finished chunk is safety-filtered, stamped
-(observation stamp + measured latency), its already-due points dropped, and published.
+published trajectory has ``replan_threshold`` or fewer of the policy's actions ahead, hands the
+assembled observation to the inference thread. The finished chunk is stamped (observation
+stamp + measured latency), its points due within half a control period dropped, and planned
+from the current command and its velocity within the position, speed and acceleration limits,
+ending in a braking stop a stock joint_trajectory_controller accepts (``trajectory.py``). A hold
+is a braking stop from the current command, never a jump to a measured position.
+
+History and rollout cache are cleared on activate, on ``~/reset``, on a new episode
+(``episode_start_topic``), on a joint jump beyond ``joint_jump_threshold`` and on a clock jump
+back; observations stamped in the future (beyond ``future_stamp_tolerance``) are rejected.
 """
 
 from collections import Counter
@@ -20,15 +27,19 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, Header
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from .diagnostics import make_status, RateMeter, RollingWindow
+from .fidelity_check import FidelityCheck, FidelitySettings
 from .image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from .inference_worker import InferenceWorker
 from .joint_states import joint_positions_from_msg
@@ -43,10 +54,13 @@ from .trajectory import TrajectoryPlan
 from .trajectory_follower import TrajectoryFollower
 
 REJECTION_KINDS = ('image_encoding', 'image_size', 'image_data', 'joint_missing',
-                   'joint_nonfinite', 'joint_data', 'observation_invalid', 'actions_nonfinite',
-                   'inference_error')
+                   'joint_nonfinite', 'joint_data', 'joint_duplicate', 'stamp_future',
+                   'observation_invalid', 'actions_nonfinite', 'inference_error')
+RESET_CAUSES = ('service', 'activate', 'episode', 'joint_jump', 'clock_jump')
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LOG_THROTTLE_S = 1.0
+CLOCK_JUMP_BACK_S = 0.05  # the clock going back by more than this is a restart (sim reset)
+STOP_ACK_TIMEOUT_S = 0.5  # at shutdown, wait this long for the controller to get the stop
 
 
 class PolicyNode(LifecycleNode):
@@ -79,12 +93,17 @@ class PolicyNode(LifecycleNode):
         self._safety: SafetyFilter | None = None
         self._follower = TrajectoryFollower(self.joint_names)  # what this node last commanded
         self._worker: InferenceWorker | None = None
+        self._fidelity: FidelityCheck | None = None  # online check against a reference
         self._control_period = 0.1
         self._image_hw: tuple[int, int] | None = None
         self._resize = False
         self._active = False
         self._enabled = True
         self._generation = 0  # bumped to discard in-flight chunks (hold, reset, deactivate)
+        self._reset_policy_pending = False  # clear the rollout cache before the next predict
+        self._executable_due = np.zeros(0)  # due times of the policy's points in the plan
+        self._last_tick_time: float | None = None  # clock-jump detection
+        self._episode_start: float | None = None  # data stamped before it is the old episode
         self._hold_latch = HoldLatch()
         self._holding = False
         self._waiting_reason = ''
@@ -100,7 +119,12 @@ class PolicyNode(LifecycleNode):
                                                       COMMAND_QOS)
         self.create_service(Trigger, '~/reset', self.reset_callback)
         self.create_service(SetBool, '~/enable', self.enable_callback)
-        self.create_timer(fixed['diagnostics_period'], self.diagnostics_callback)
+        if fixed['episode_start_topic']:
+            self.create_subscription(Header, fixed['episode_start_topic'],
+                                     self.episode_start_callback, COMMAND_QOS)
+        # Diagnostics on the steady clock: they keep coming while /clock is stopped.
+        self.create_timer(fixed['diagnostics_period'], self.diagnostics_callback,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         self.autostart_ok = True
         if fixed['autostart']:
@@ -109,6 +133,29 @@ class PolicyNode(LifecycleNode):
                 and self.trigger_activate() == TransitionCallbackReturn.SUCCESS)
 
     # ------------------------------------------------------------------ lifecycle
+    def _LifecycleNodeMixin__change_state(self, transition_id: int) -> TransitionCallbackReturn:
+        """
+        Refuse a transition the current state does not have, with a reason, and keep running.
+
+        rclpy (7.1, Jazzy) raises ``RCLError: Transition is not registered`` out of the
+        ``~/change_state`` service callback for one, which ends the executor
+        (ros2/rclpy#1209). This overrides the mixin's private ``__change_state``, the one place
+        both the service and ``trigger_*`` go through.
+        """
+        label = self._state_machine.current_state[1]
+        available = {t[0]: t[1] for t in self._state_machine.available_transitions}
+        if transition_id not in available:
+            self.get_logger().error(
+                f'refused lifecycle transition {transition_id}: not available in state '
+                f'{label!r} (available: {sorted(available.values())})')
+            return TransitionCallbackReturn.FAILURE
+        try:
+            return super()._LifecycleNodeMixin__change_state(transition_id)
+        except _rclpy.RCLError as error:
+            self.get_logger().error(f'lifecycle transition {transition_id} failed in state '
+                                    f'{label!r}: {error}')
+            return TransitionCallbackReturn.FAILURE
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load and warm up the model, build the buffer, safety filter and publishers."""
         settings = values(self, POLICY_PARAMS)
@@ -121,12 +168,26 @@ class PolicyNode(LifecycleNode):
         for warning in warnings:
             self.get_logger().warning(warning)
         config = policy.config
+        problem = executed_actions_problem(settings['executed_actions'], config.n_action_steps)
+        if problem is not None:
+            self.get_logger().error(f'configure failed: {problem}')
+            policy.close()
+            return TransitionCallbackReturn.FAILURE
         self._control_period = 1.0 / config.control_hz
         self._image_hw = (config.image_shape[1], config.image_shape[2])
         self._resize = bool(settings['resize_images'])
+        fidelity = None
+        if policy.mode != 'dense':
+            try:
+                fidelity = FidelityCheck(policy, FidelitySettings.from_parameters(settings))
+            except ValueError as error:
+                self.get_logger().error(f'configure failed: fidelity check: {error}')
+                policy.close()
+                return TransitionCallbackReturn.FAILURE
         with self._policy_lock:
             self._policy = policy
             self._policy_source = source
+            self._fidelity = fidelity
         with self._lock:
             self._buffer = ObservationBuffer(self.camera_names, config.state_dim,
                                              config.n_obs_steps, self._control_period)
@@ -167,11 +228,8 @@ class PolicyNode(LifecycleNode):
             JointState, self.get_parameter('joint_state_topic').value,
             self.joint_state_callback, qos_profile_sensor_data))
         with self._lock:
-            self._buffer.clear()
-            self._follower.clear()
-            self._hold_latch.disarm()
+            self._clear_state('activate')
             self._holding = False
-            self._generation += 1
             self._active = True
         self._tick_timer = self.create_timer(self._control_period / 4.0,
                                              self.control_tick_callback)
@@ -211,6 +269,18 @@ class PolicyNode(LifecycleNode):
         self._state_label = 'unconfigured'
         return TransitionCallbackReturn.SUCCESS
 
+    def stop_motion(self, why: str) -> None:
+        """Command a braking stop now if a plan of ours may be moving the arm (e.g. Ctrl-C)."""
+        with self._lock:
+            self._active = False
+            self._generation += 1
+            self._stop_motion(why)
+        if self._trajectory_pub is not None:
+            try:
+                self._trajectory_pub.wait_for_all_acked(Duration(seconds=STOP_ACK_TIMEOUT_S))
+            except Exception as error:  # noqa: B902 - shutting down: report, never raise
+                self.get_logger().warning(f'stop may not have been delivered: {error}')
+
     def close(self) -> None:
         """Stop everything and free the model; safe in any state, also after rclpy shutdown."""
         with self._lock:
@@ -221,33 +291,59 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------ sensor callbacks
     def image_callback(self, msg: Image, camera: str) -> None:
         """Convert a raw camera image and store it."""
+        source = f'image[{camera}]'
         try:
+            stamp = self._checked_stamp(msg.header.stamp)
             rgb = image_msg_to_rgb(msg, self._image_hw, self._resize)
         except MessageError as error:
-            self._reject(error, f'image[{camera}]')
+            self._reject(error, source)
             return
-        self._store_image(camera, msg.header.stamp, rgb)
+        self._store_image(camera, stamp, rgb)
 
     def compressed_image_callback(self, msg: CompressedImage, camera: str) -> None:
         """Decode a compressed camera image and store it."""
         try:
+            stamp = self._checked_stamp(msg.header.stamp)
             rgb = compressed_msg_to_rgb(msg, self._image_hw, self._resize)
         except MessageError as error:
             self._reject(error, f'compressed_image[{camera}]')
             return
-        self._store_image(camera, msg.header.stamp, rgb)
+        self._store_image(camera, stamp, rgb)
 
     def joint_state_callback(self, msg: JointState) -> None:
         """Pick the policy's joints (any order, extras ignored) and store them."""
         try:
+            stamp = self._checked_stamp(msg.header.stamp)
             positions = joint_positions_from_msg(msg, self.joint_names)
         except MessageError as error:
             self._reject(error, 'joint_states')
             return
-        stamp = self._stamp_or_now(msg.header.stamp)
+        threshold = self.get_parameter('joint_jump_threshold').value
         with self._lock:
-            if self._buffer is not None and self._active:
-                self._buffer.add_joint_state(stamp, positions)
+            if self._buffer is None or not self._active or self._before_episode(stamp):
+                return
+            latest = self._buffer.latest_joint_state()
+            if latest is not None and threshold > 0:
+                jump = np.abs(positions - latest[1])
+                if float(jump.max()) > threshold:
+                    joint = int(np.argmax(jump))
+                    self._clear_state('joint_jump')
+                    self.get_logger().warning(
+                        f'joint {self.joint_names[joint]!r} jumped {jump[joint]:.4f} > '
+                        f'joint_jump_threshold {threshold:g}: cleared history and rollout '
+                        'cache, dropped the plan')
+            self._buffer.add_joint_state(stamp, positions)
+
+    def episode_start_callback(self, msg: Header) -> None:
+        """Forget the old episode (history, rollout cache, plan): a new one started."""
+        stamp = stamp_to_seconds(msg.stamp)
+        with self._lock:
+            self._episode_start = stamp if stamp > 0 else None
+            if self._buffer is None or not self._active:
+                return
+            self._clear_state('episode')
+        self.get_logger().info(f'episode {msg.frame_id or "?"} started at {stamp:.3f} s: '
+                               'cleared history and rollout cache')
 
     # ------------------------------------------------------------------ control
     def control_tick_callback(self) -> None:
@@ -258,6 +354,12 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             if not (self._active and self._enabled) or self._buffer is None:
                 return
+            if self._last_tick_time is not None and now < self._last_tick_time - CLOCK_JUMP_BACK_S:
+                self.get_logger().warning(
+                    f'clock jumped back {self._last_tick_time - now:.3f} s (restart?): cleared '
+                    'history and rollout cache, dropped the plan')
+                self._clear_state('clock_jump')
+            self._last_tick_time = now
             age = self._buffer.age(now)
             if age is None:
                 self._waiting_reason = f'no data yet from {self._buffer.missing_sources()}'
@@ -269,7 +371,7 @@ class PolicyNode(LifecycleNode):
                                    f'observation_timeout {timeout:.3f} s)', error=True)
             if stale or self._worker is None or self._worker.busy:
                 return
-            if self._follower.remaining(now) > threshold:
+            if int(np.count_nonzero(self._executable_due > now)) > threshold:
                 return
             try:
                 assembled = self._buffer.assemble()
@@ -283,7 +385,7 @@ class PolicyNode(LifecycleNode):
         """Stream the current command for forward_position_controller while a plan runs."""
         now = self._now()
         with self._lock:
-            if not (self._active and self._enabled) or self._holding:
+            if not (self._active and self._enabled):
                 return
             end = self._follower.end_time
             if end is None or now > end + self._control_period:
@@ -297,8 +399,18 @@ class PolicyNode(LifecycleNode):
         with self._policy_lock:
             if self._policy is None:
                 return
+            with self._lock:
+                reset, self._reset_policy_pending = self._reset_policy_pending, False
+                if generation != self._generation:
+                    self._counts['chunks_discarded'] += 1
+                    return
+            if reset:
+                self._policy.reset()
+                if self._fidelity is not None:
+                    self._fidelity.reset()
+            served = self._policy if self._fidelity is None else self._fidelity.served()
             try:
-                chunk = self._policy.predict(assembled.observation)
+                chunk = served.predict(assembled.observation)
             except FloatingPointError as error:
                 self._reject(MessageError('actions_nonfinite', 'policy actions',
                                           'finite values', str(error)), 'policy')
@@ -319,7 +431,7 @@ class PolicyNode(LifecycleNode):
             try:
                 plan = plan_chunk(chunk.executable[:executed], assembled.stamp, now,
                                   self._control_period, self.joint_names, self._safety,
-                                  current)
+                                  *current, min_lead=0.5 * self._control_period)
             except ActionRejected as error:
                 self._reject(MessageError('actions_nonfinite', 'policy actions',
                                           'finite (horizon, dof) values', str(error)),
@@ -332,19 +444,59 @@ class PolicyNode(LifecycleNode):
             self._cache_bytes = chunk.stats.cache_bytes
             self._counts['dense_calls'] += int(chunk.stats.dense_call)
             self._skew_ms = assembled.max_skew * 1e3
+            if len(plan) == 0 and plan.safety.truncated:
+                self._counts['chunks_infeasible'] += 1
+                self._log_throttled('chunks_infeasible',
+                                    'chunk refused: its first target cannot be reached within '
+                                    'the position, speed and acceleration limits; replanning')
+                return
             if len(plan) == 0:
                 self._counts['chunks_late'] += 1
                 self._log_throttled('chunks_late',
                                     f'chunk came too late: latency {latency:.3f} s, all '
-                                    f'{plan.dropped} actions already due; replanning')
+                                    f'{plan.dropped} actions due within half a control period; '
+                                    'replanning')
                 return
-            self._publish_plan(plan, now, current)
+            self._publish_plan(plan, now, current[0])
             self._holding = False
             self._counts['chunks_published'] += 1
             self._counts['points_dropped'] += plan.dropped
             self._counts['position_clamped'] += plan.safety.position_clamped
             self._counts['velocity_limited'] += plan.safety.velocity_limited
+            self._counts['points_truncated'] += plan.safety.truncated
             self._chunk_rate.tick(now)
+            slack = self._seconds_until_inference(now)
+        self._check_fidelity(assembled, chunk, now, slack)
+
+    def _seconds_until_inference(self, now: float) -> float:
+        """Seconds until the control tick will want the next chunk (lock held)."""
+        threshold = self.get_parameter('replan_threshold').value
+        ahead = self._executable_due[self._executable_due > now]
+        if ahead.size <= threshold:
+            return 0.0
+        return float(ahead[ahead.size - threshold - 1] - now)
+
+    def _check_fidelity(self, assembled: AssembledObservation, chunk, now: float,
+                        slack: float) -> None:
+        """On a spare cycle, compare the chunk just published with the reference."""
+        if self._fidelity is None:
+            return
+        period = self.get_parameter('fidelity_check_period').value
+        with self._policy_lock:
+            fidelity = self._fidelity  # cleanup may have dropped it meanwhile
+            if fidelity is None or chunk.noise is None or not fidelity.due(now, slack, period):
+                return
+            before = fidelity.monitor.state
+            state = fidelity.run(assembled.observation, chunk, now)
+        if state is not before:
+            deviation = fidelity.monitor.last_deviation
+            text = (f'fidelity {before.value} -> {state.value}: action deviation '
+                    f'{deviation:.4f} from the {fidelity.settings.reference} reference; serving '
+                    f'{"the reference" if fidelity.monitor.in_fallback else "the primary"}')
+            if state.value == 'ok':
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
 
     def _inference_error(self, error: BaseException) -> None:
         self._reject(MessageError('inference_error', 'inference', 'no exception',
@@ -359,18 +511,17 @@ class PolicyNode(LifecycleNode):
             response.message = f'not configured (state {self._state_label}); nothing to reset'
             return response
         with self._lock:
-            self._generation += 1
             self._stop_motion('reset')
-            self._buffer.clear()
-            self._follower.clear()
-            self._hold_latch.disarm()
+            self._clear_state('service')
         with self._policy_lock:
             freed = self._policy.cache_bytes if self._policy is not None else 0
             if self._policy is not None:
                 self._policy.reset()
+            if self._fidelity is not None:
+                self._fidelity.reset()
         with self._lock:
+            self._reset_policy_pending = False
             self._cache_bytes = 0
-            self._counts['resets'] += 1
         response.success = True
         response.message = f'cleared observation history and rollout cache ({freed} bytes)'
         self.get_logger().info(response.message)
@@ -402,6 +553,10 @@ class PolicyNode(LifecycleNode):
                     reason=f'{parameter.name} takes effect at configure; the node is '
                            f'{self._state_label}: deactivate and clean up first')
             problem = spec.check(parameter.value)
+            if problem is None and parameter.name == 'executed_actions':
+                policy = self._policy
+                problem = executed_actions_problem(
+                    parameter.value, policy.config.n_action_steps if policy else None)
             if problem is None and parameter.name == 'target_sparsity' and (
                     parameter.value != -1.0 and not 0.0 <= parameter.value < 1.0):
                 problem = f'target_sparsity must be -1 or in [0, 1), got {parameter.value}'
@@ -439,6 +594,14 @@ class PolicyNode(LifecycleNode):
             report.update(self._counts)
             report.update({f'rejected_{kind}': self._rejected[kind] for kind in REJECTION_KINDS})
             report['last_error'] = self._last_error or 'none'
+            fidelity = self._fidelity
+            if fidelity is not None:
+                report.update(fidelity.summary())
+                if level == DiagnosticStatus.OK and fidelity.monitor.state.value != 'ok':
+                    level = DiagnosticStatus.WARN
+                    message = (f'fidelity {fidelity.monitor.state.value}: action deviation '
+                               f'{fidelity.monitor.last_deviation:.4f} from the '
+                               f'{fidelity.settings.reference} reference')
             self._rejected_reported = sum(self._rejected.values())
         status = make_status(f'{self.get_name()}: policy', device, level, message, report)
         array = DiagnosticArray(status=[status])
@@ -463,37 +626,67 @@ class PolicyNode(LifecycleNode):
         return DiagnosticStatus.OK, 'running'
 
     # ------------------------------------------------------------------ helpers
-    def _store_image(self, camera: str, stamp, rgb: np.ndarray) -> None:
-        seconds = self._stamp_or_now(stamp)
+    def _store_image(self, camera: str, seconds: float, rgb: np.ndarray) -> None:
         with self._lock:
-            if self._buffer is not None and self._active:
+            if self._buffer is not None and self._active and not self._before_episode(seconds):
                 self._buffer.add_image(camera, seconds, rgb)
 
-    def _current_command(self, now: float) -> np.ndarray | None:
-        """Where the arm is commanded to be now: our plan, else the latest joint state."""
+    def _current_command(self, now: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """
+        Where the arm is commanded to be now, and how fast: our plan (lock held).
+
+        Before anything was commanded: the latest joint state, at rest.
+        """
         if self._follower.active:
-            return self._follower.sample(now)
+            return self._follower.sample_state(now)
         latest = self._buffer.latest_joint_state() if self._buffer is not None else None
-        return None if latest is None else latest[1].astype(np.float64)
+        if latest is None:
+            return None
+        return latest[1].astype(np.float64), np.zeros(len(self.joint_names))
+
+    def _clear_state(self, cause: str) -> None:
+        """
+        Forget history, plan and (before the next call) the rollout cache (lock held).
+
+        The plan is dropped without a stop: after an episode reset, a joint jump or a clock
+        jump it no longer describes the arm, and the next chunk starts from the measured state.
+        """
+        self._generation += 1
+        if self._buffer is not None:
+            self._buffer.clear()
+        self._follower.clear()
+        self._executable_due = np.zeros(0)
+        self._hold_latch.disarm()
+        self._last_tick_time = None
+        self._reset_policy_pending = True
+        self._counts[f'resets_{cause}'] += 1
+
+    def _before_episode(self, stamp: float) -> bool:
+        """Tell whether data stamped ``stamp`` belongs to an episode before the current one."""
+        return self._episode_start is not None and stamp < self._episode_start
 
     def _stop_motion(self, why: str) -> None:
-        """Publish one hold if a plan of ours may still be moving the arm (lock held)."""
+        """Publish one stop if a plan of ours may still be moving the arm (lock held)."""
         if self._follower.active and not self._holding:
             self._publish_hold(self._now(), why, error=False)
 
     def _publish_hold(self, now: float, why: str, error: bool) -> None:
-        """Command the current joint positions (lock held)."""
-        latest = self._buffer.latest_joint_state() if self._buffer is not None else None
-        positions = latest[1] if latest is not None else self._follower.sample(now)
-        if positions is None:
+        """
+        Brake to rest from the current command within the limits (lock held).
+
+        Nothing is published when nothing was commanded yet (the arm is not moving on our
+        account) or when the node is not configured.
+        """
+        state = self._follower.sample_state(now) if self._follower.active else None
+        if state is None or self._safety is None:
+            self.get_logger().info(f'{why}: nothing commanded yet, no stop needed')
             return
-        plan = hold_plan(positions, self.joint_names, now, self._control_period)
-        self._publish_plan(plan, now, positions)
-        if self._forward_pub is not None:
-            self._forward_pub.publish(Float64MultiArray(data=plan.positions[0].tolist()))
+        plan = hold_plan(self._safety, self.joint_names, now, *state)
+        self._publish_plan(plan, now, state[0])
         self._holding = True
         self._counts['holds_published'] += 1
-        text = f'{why}: holding position {np.round(plan.positions[0], 4).tolist()}'
+        text = (f'{why}: braking to {np.round(plan.positions[0], 4).tolist()} in '
+                f'{plan.times_from_start[0]:.3f} s')
         # rclpy loggers refuse two severities from one call site: two calls.
         if error:
             self.get_logger().error(text)
@@ -504,7 +697,8 @@ class PolicyNode(LifecycleNode):
         if self._trajectory_pub is not None:
             self._trajectory_pub.publish(to_joint_trajectory_msg(plan))
         self._follower.set_trajectory(plan.joint_names, plan.stamp, plan.times_from_start,
-                                      plan.positions, now, current)
+                                      plan.positions, now, current, plan.velocities)
+        self._executable_due = plan.absolute_times[:plan.executable]
 
     def _reject(self, error: MessageError, source: str) -> None:
         with self._lock:
@@ -528,8 +722,9 @@ class PolicyNode(LifecycleNode):
         self._skew_ms = None
         self._counts = Counter(dict.fromkeys((
             'chunks_published', 'chunks_late', 'chunks_discarded', 'holds_published',
-            'dense_calls', 'points_dropped', 'position_clamped', 'velocity_limited',
-            'resets'), 0))
+            'chunks_infeasible', 'dense_calls', 'points_dropped', 'points_truncated',
+            'position_clamped', 'velocity_limited',
+            *(f'resets_{cause}' for cause in RESET_CAUSES)), 0))
         self._rejected = Counter()
         self._rejected_reported = 0
         self._last_error = ''
@@ -537,10 +732,23 @@ class PolicyNode(LifecycleNode):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _stamp_or_now(self, stamp) -> float:
-        """Header stamp in seconds; an unset (zero) stamp means 'received now'."""
+    def _checked_stamp(self, stamp) -> float:
+        """
+        Header stamp in seconds; an unset (zero) stamp means 'received now'.
+
+        Raises MessageError for a stamp later than now plus ``future_stamp_tolerance``: it would
+        make the data look fresh for as long as the clock takes to reach it.
+        """
+        now = self._now()
         seconds = stamp_to_seconds(stamp)
-        return seconds if seconds > 0 else self._now()
+        if seconds <= 0:
+            return now
+        tolerance = self.get_parameter('future_stamp_tolerance').value
+        if seconds > now + tolerance:
+            raise MessageError('stamp_future', 'header.stamp',
+                               f'<= now + future_stamp_tolerance ({now:.6f} + {tolerance:g} s)',
+                               f'{seconds:.6f} s ({seconds - now:+.3f} s ahead)')
+        return seconds
 
     def _destroy_activity(self) -> None:
         for subscription in self._subscriptions_made:
@@ -556,6 +764,9 @@ class PolicyNode(LifecycleNode):
             self._worker.close()
             self._worker = None
         with self._policy_lock:
+            if self._fidelity is not None:
+                self._fidelity.close()
+                self._fidelity = None
             if self._policy is not None:
                 self._policy.close()
             self._policy = None
@@ -571,13 +782,16 @@ class PolicyNode(LifecycleNode):
 
     def _joint_limits(self, settings: dict) -> JointLimits:
         dof = len(self.joint_names)
-        for name in ('joint_position_lower', 'joint_position_upper', 'max_joint_velocity'):
+        names = ('joint_position_lower', 'joint_position_upper', 'max_joint_velocity',
+                 'max_joint_acceleration')
+        for name in names:
             if len(settings[name]) != dof:
                 raise ValueError(f'{name}: expected one value per joint ({dof}: '
                                  f'{list(self.joint_names)}), got {settings[name]}')
         return JointLimits(lower=np.array(settings['joint_position_lower']),
                            upper=np.array(settings['joint_position_upper']),
-                           max_velocity=np.array(settings['max_joint_velocity']))
+                           max_velocity=np.array(settings['max_joint_velocity']),
+                           max_acceleration=np.array(settings['max_joint_acceleration']))
 
     def _check_wiring(self, fixed: dict) -> None:
         if not self.joint_names or len(set(self.joint_names)) != len(self.joint_names):
@@ -593,6 +807,17 @@ class PolicyNode(LifecycleNode):
             if not raw and not compressed:
                 raise ValueError(f'image_topics/compressed_image_topics: expected a topic for '
                                  f'camera {camera!r}, got none')
+
+
+def executed_actions_problem(value: int, n_action_steps: int | None) -> str | None:
+    """Return why ``executed_actions`` cannot be used with the model, or None."""
+    if value == 1:
+        return ('executed_actions must be 0 (all) or >= 2, got 1: action 0 is always already '
+                'due when a chunk is published, so nothing would be executed')
+    if n_action_steps is not None and value > n_action_steps:
+        return (f"executed_actions must be <= the model's n_action_steps ({n_action_steps}), "
+                f'got {value}')
+    return None
 
 
 def main(args: list[str] | None = None) -> int:

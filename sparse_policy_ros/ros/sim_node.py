@@ -25,7 +25,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -34,7 +34,7 @@ from .image_conversion import rgb_to_image_fields
 from .message_errors import MessageError
 from .node_main import run_node
 from .params import declare, SIM_PARAMS, values
-from .trajectory import seconds_to_stamp, stamp_to_seconds
+from .trajectory import points_from_msg, seconds_to_stamp, stamp_to_seconds
 from .trajectory_follower import TrajectoryFollower
 from ..sim.env import ArmPushEnv
 
@@ -97,6 +97,10 @@ class SimNode(Node):
         self._joint_pub = self.create_publisher(JointState, p['joint_state_topic'],
                                                 RELIABLE_QOS)
         self._episode_pub = self.create_publisher(String, '~/episode', RELIABLE_QOS)
+        # A new episode starts: header.stamp is its start (sim time), frame_id its number.
+        # The policy node follows it to clear its history and rollout cache.
+        self._episode_start_pub = self.create_publisher(Header, '~/episode_start',
+                                                        RELIABLE_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
                                                       RELIABLE_QOS)
         self.create_subscription(JointTrajectory, p['trajectory_topic'],
@@ -118,17 +122,13 @@ class SimNode(Node):
     # ------------------------------------------------------------------ callbacks
     def trajectory_callback(self, msg: JointTrajectory) -> None:
         """Replace the active trajectory (joint_trajectory_controller semantics)."""
-        times = np.array([stamp_to_seconds(p.time_from_start) for p in msg.points])
-        try:
-            positions = np.array([list(p.positions) for p in msg.points], dtype=np.float64)
-        except ValueError:
-            positions = np.zeros((0, 0))  # ragged points: reported by the follower's check
-        positions = positions.reshape(len(msg.points), -1)
         with self._lock:
             try:
+                times, positions, velocities = points_from_msg(msg)
                 self._follower.set_trajectory(list(msg.joint_names),
                                               stamp_to_seconds(msg.header.stamp), times,
-                                              positions, self._time, self.env.joint_targets)
+                                              positions, self._time, self.env.joint_targets,
+                                              velocities)
             except MessageError as error:
                 self._counts['trajectories_rejected'] += 1
                 self._last_error = str(error)
@@ -259,6 +259,8 @@ class SimNode(Node):
         self._episode_start = self._time
         self._episode_running = True
         self._next_camera = self._next_joint = self._time  # publish the new scene at once
+        self._episode_start_pub.publish(Header(stamp=self._stamp(self._time),
+                                               frame_id=str(self._episode)))
 
     def _finish_episode(self, reason: str) -> None:
         """Publish the outcome of the running episode (lock held)."""

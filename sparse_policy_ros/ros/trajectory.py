@@ -12,8 +12,14 @@ Timeline of one chunk (control period ``dt``, latency ``L`` from observation to 
 
 Executable action 0 answers the newest observation, so action ``k`` is due at
 ``t_o + k * dt``; the header is stamped at publish time (observation stamp plus measured
-latency) and points that are already due are dropped, as Diffusion Policy's real-robot loop
-does. Velocities are finite differences of the (safety-filtered) positions.
+latency) and points due within ``min_lead`` of it are dropped, as Diffusion Policy's real-robot
+loop drops those already due (a controller that receives a point already due would jump past
+its first segment). The safety filter (``safety.py``) turns the kept targets into positions and
+velocities of cubic Hermite segments that start at the current command and its velocity and
+stay within the position, speed and acceleration limits, and appends a braking stop with zero
+velocity: a stock joint_trajectory_controller on default parameters accepts the message
+(``allow_nonzero_velocity_at_trajectory_end`` false), and the next chunk replaces the stop
+before it begins while inference keeps up.
 """
 
 from dataclasses import dataclass
@@ -22,6 +28,7 @@ from builtin_interfaces.msg import Duration, Time
 import numpy as np
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from .message_errors import MessageError
 from .safety import check_actions, SafetyFilter, SafetyReport
 
 
@@ -33,9 +40,10 @@ class TrajectoryPlan:
     stamp: float  # header stamp, seconds on the node's clock
     times_from_start: np.ndarray  # (N,) seconds, > 0 and strictly increasing
     positions: np.ndarray  # (N, dof)
-    velocities: np.ndarray  # (N, dof) per second
-    dropped: int = 0  # executable actions already due at publish time
+    velocities: np.ndarray  # (N, dof) per second; the last row is zero
+    dropped: int = 0  # executable actions due too soon (or past) at publish time
     safety: SafetyReport | None = None
+    executable: int = 0  # leading points that are the policy's targets (the rest: the stop)
 
     @property
     def absolute_times(self) -> np.ndarray:
@@ -49,47 +57,92 @@ class TrajectoryPlan:
 
 def plan_chunk(executable: np.ndarray, observation_stamp: float, publish_time: float,
                control_period: float, joint_names: tuple[str, ...] | list[str],
-               safety: SafetyFilter, current_positions: np.ndarray) -> TrajectoryPlan:
+               safety: SafetyFilter, current_position: np.ndarray,
+               current_velocity: np.ndarray, min_lead: float = 0.0) -> TrajectoryPlan:
     """
     Turn executable actions (n, dof) into a trajectory stamped at ``publish_time``.
 
-    Raises ``ActionRejected`` for non-finite or mis-shaped actions. The result has zero points
-    when every action was already due (the chunk came too late).
+    The motion starts at the current command (``current_position``, ``current_velocity``);
+    actions due no later than ``publish_time + min_lead`` are dropped. Raises
+    ``ActionRejected`` for non-finite or mis-shaped actions. The result has zero points when
+    every action was dropped (the chunk came too late) or the first target cannot be reached
+    within the limits.
     """
     joint_names = tuple(joint_names)
     actions = check_actions(executable, len(joint_names))
+    if not min_lead >= 0:
+        raise ValueError(f'min_lead must be >= 0 s, got {min_lead}')
     due = observation_stamp + control_period * np.arange(actions.shape[0], dtype=np.float64)
-    keep = due > publish_time
+    keep = due > publish_time + min_lead
     dropped = int(actions.shape[0] - np.count_nonzero(keep))
-    positions, report = safety.apply(actions[keep], current_positions) if keep.any() else (
-        np.zeros((0, len(joint_names))), SafetyReport(0, 0))
+    dof = len(joint_names)
+    if not keep.any():
+        return TrajectoryPlan(joint_names=joint_names, stamp=float(publish_time),
+                              times_from_start=np.zeros(0), positions=np.zeros((0, dof)),
+                              velocities=np.zeros((0, dof)), dropped=dropped,
+                              safety=SafetyReport(0, 0))
+    planned = safety.plan(actions[keep], due[keep] - publish_time, current_position,
+                          current_velocity)
+    if planned.executable == 0:
+        return TrajectoryPlan(joint_names=joint_names, stamp=float(publish_time),
+                              times_from_start=np.zeros(0), positions=np.zeros((0, dof)),
+                              velocities=np.zeros((0, dof)), dropped=dropped,
+                              safety=planned.report)
     return TrajectoryPlan(
-        joint_names=joint_names, stamp=float(publish_time),
-        times_from_start=due[keep] - publish_time, positions=positions,
-        velocities=finite_difference_velocities(positions, control_period),
-        dropped=dropped, safety=report)
+        joint_names=joint_names, stamp=float(publish_time), times_from_start=planned.times,
+        positions=planned.positions, velocities=planned.velocities, dropped=dropped,
+        safety=planned.report, executable=planned.executable)
 
 
-def hold_plan(positions: np.ndarray, joint_names: tuple[str, ...] | list[str], stamp: float,
-              hold_after: float) -> TrajectoryPlan:
-    """One point at ``positions`` with zero velocity, reached ``hold_after`` s after ``stamp``."""
-    positions = np.asarray(positions, dtype=np.float64).reshape(1, -1)
-    if positions.shape[1] != len(joint_names):
-        raise ValueError(f'positions: expected {len(joint_names)} joints, got '
-                         f'{positions.shape[1]}')
-    if not hold_after > 0:
-        raise ValueError(f'hold_after must be > 0 s, got {hold_after}')
-    return TrajectoryPlan(joint_names=tuple(joint_names), stamp=float(stamp),
-                          times_from_start=np.array([float(hold_after)]), positions=positions,
-                          velocities=np.zeros_like(positions))
+def hold_plan(safety: SafetyFilter, joint_names: tuple[str, ...] | list[str], stamp: float,
+              current_position: np.ndarray, current_velocity: np.ndarray) -> TrajectoryPlan:
+    """
+    Brake to rest from the current command: one point with zero velocity.
+
+    The stop decelerates within the acceleration limit, lasts at least one control period and
+    ends inside the position limits (``SafetyFilter.stop``); it never jumps to a measured
+    position.
+    """
+    joint_names = tuple(joint_names)
+    if len(joint_names) != safety.limits.dof:
+        raise ValueError(f'joint_names: expected {safety.limits.dof} joints, got '
+                         f'{list(joint_names)}')
+    duration, position = safety.stop(current_position, current_velocity)
+    return TrajectoryPlan(joint_names=joint_names, stamp=float(stamp),
+                          times_from_start=np.array([float(duration)]),
+                          positions=position.reshape(1, -1),
+                          velocities=np.zeros((1, len(joint_names))))
 
 
-def finite_difference_velocities(positions: np.ndarray, period: float) -> np.ndarray:
-    """Central differences inside, one-sided at the ends; zeros for a single point."""
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.shape[0] < 2:
-        return np.zeros_like(positions)
-    return np.gradient(positions, period, axis=0)
+def points_from_msg(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """
+    Return (times_from_start (N,), positions (N, J), velocities (N, J) or None) of ``msg``.
+
+    Velocities are None when every point leaves them empty. Raises :class:`MessageError` for
+    points of different lengths, or velocities on some points only.
+    """
+    joints = len(msg.joint_names)
+    times = np.array([stamp_to_seconds(p.time_from_start) for p in msg.points],
+                     dtype=np.float64)
+    for k, point in enumerate(msg.points):
+        if len(point.positions) != joints:
+            raise MessageError('trajectory_points', f'points[{k}].positions',
+                               f'{joints} values (one per joint_names entry)',
+                               f'{len(point.positions)} values')
+    with_velocities = [len(p.velocities) > 0 for p in msg.points]
+    if any(with_velocities) and not all(with_velocities):
+        k = with_velocities.index(False)
+        raise MessageError('trajectory_points', f'points[{k}].velocities',
+                           'velocities on every point or on none', 'empty on this point only')
+    for k, point in enumerate(msg.points):
+        if with_velocities[k] and len(point.velocities) != joints:
+            raise MessageError('trajectory_points', f'points[{k}].velocities',
+                               f'empty or {joints} values', f'{len(point.velocities)} values')
+    positions = np.array([list(p.positions) for p in msg.points],
+                         dtype=np.float64).reshape(len(msg.points), joints)
+    velocities = (np.array([list(p.velocities) for p in msg.points], dtype=np.float64)
+                  if msg.points and all(with_velocities) else None)
+    return times, positions, velocities
 
 
 def seconds_to_stamp(seconds: float) -> tuple[int, int]:
