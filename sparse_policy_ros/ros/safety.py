@@ -114,10 +114,11 @@ class SafetyFilter:
         command before the first) to the target after it, cut to what the acceleration limit
         reaches from the previous point, to the speed limit and to a speed that can still brake
         before a position limit; the target itself then moves to the nearest position the
-        segment reaches within the speed and acceleration limits. A target whose segment would leave the position limits
-        is dropped with all after it. After the last target a braking stop (zero velocity,
-        constant deceleration within the limit) is appended: a stock controller accepts it,
-        and the next chunk replaces it before it starts when inference keeps up.
+        segment reaches within the speed and acceleration limits. A target whose segment would
+        leave the position limits is dropped with all after it. After the last target a braking
+        stop (zero velocity, constant deceleration within the limit) is appended: a stock
+        controller accepts it, and the next chunk replaces it before it starts when inference
+        keeps up.
         """
         dof = self.limits.dof
         targets = check_actions(targets, dof)
