@@ -13,7 +13,7 @@ from sensor_msgs.msg import Image, JointState
 from sparse_policy_ros.ros.diagnostics import status_values
 from sparse_policy_ros.ros.sim_node import SimNode
 from sparse_policy_ros.ros.trajectory import seconds_to_stamp, stamp_to_seconds
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -164,3 +164,36 @@ def test_episodes_time_out_count_seeds_and_reset(ros_harness, make_sim_node):
         lambda: [o for o in map(json.loads, (m.data for m in episodes.snapshot()))
                  if o['seed'] >= 42], 20.0, 'an episode with seed 42')
     assert after[0]['seed'] == 42 and after[0]['reason'] == 'timeout'
+
+
+def test_commands_stamped_before_an_episode_reset_are_ignored(ros_harness, make_sim_node):
+    # A controller node may publish a chunk planned before the reset moved the arm; following
+    # it would pull the new episode's arm toward the old episode's targets.
+    starts = ros_harness.collect(Header, '/sim_node/episode_start')
+    joint_states = ros_harness.collect(JointState, 'joint_states')
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
+    publisher = ros_harness.node.create_publisher(JointTrajectory,
+                                                  '/arm_controller/joint_trajectory', 10)
+    node = make_sim_node(max_episode_time=600.0)
+    ros_harness.wait_for(lambda: publisher.get_subscription_count() > 0, 10.0, 'the sim')
+    positions_after(ros_harness, joint_states, 1.0)  # stamps before the reset stay positive
+    response = ros_harness.call(Trigger, '/sim_node/reset_episode', Trigger.Request())
+    assert response.success
+    episode = response.message.split()[1]  # 'episode N started with seed S'
+    episode_start = stamp_to_seconds(ros_harness.wait_for(
+        lambda: [m for m in starts.snapshot() if m.frame_id == episode], 10.0,
+        f'episode {episode} starting')[0].stamp)
+    start = positions_after(ros_harness, joint_states, episode_start)
+    far = start + np.array([0.4, -0.3, 0.3, 0.4])
+    # Still running when it arrives (ends 2 s after its stamp), but stamped before the reset.
+    publisher.publish(trajectory(JOINTS, [0.5, 2.0], [far, far], stamp=episode_start - 0.05))
+    status = ros_harness.wait_for(
+        lambda: (s := latest_sim_status(diagnostics)) is not None
+        and s['trajectories_before_episode'] == '1' and s, 10.0, 'the ignored trajectory')
+    assert status['trajectories_accepted'] == '0'
+    np.testing.assert_allclose(positions_after(ros_harness, joint_states, node.sim_time + 0.6),
+                               start, atol=1e-3)
+    # The same command stamped at the episode start is followed.
+    publisher.publish(trajectory(JOINTS, [0.5, 2.0], [far, far], stamp=node.sim_time))
+    np.testing.assert_allclose(positions_after(ros_harness, joint_states, node.sim_time + 2.5),
+                               far, atol=1e-3)

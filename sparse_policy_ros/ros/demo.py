@@ -70,6 +70,7 @@ class DemoState:
     trajectories: int = 0
     counting: bool = False
     checker: CommandedMotionChecker | None = None  # stock JTC rules and limits, every message
+    stamped_before_episode: int = 0  # commands planned before a sim reset (the sim ignores them)
 
 
 class DemoMonitor(Node):
@@ -83,6 +84,7 @@ class DemoMonitor(Node):
         self.joint_names = tuple(joint_names)
         # Recent (stamp, measured positions): where an idle arm rests when a command comes.
         self._positions: deque[tuple[float, np.ndarray]] = deque(maxlen=200)
+        self._episode_start = 0.0  # stamp of the latest /sim_node/episode_start
         if limits is not None:
             self.state.checker = CommandedMotionChecker(self.joint_names, limits)
             self.create_subscription(JointState, 'joint_states', self.joint_state_callback,
@@ -121,6 +123,10 @@ class DemoMonitor(Node):
         if checker is not None and self._positions:
             # The node planned from the joint state it had when it stamped the message.
             stamp = stamp_to_seconds(msg.header.stamp)
+            if 0.0 < stamp < self._episode_start:
+                # Planned before the simulator reset the arm; the sim node ignores it.
+                self.state.stamped_before_episode += 1
+                return
             before = [p for t, p in self._positions if t <= stamp]
             checker.add(msg, start_position=before[-1] if before else self._positions[0][1])
 
@@ -134,6 +140,7 @@ class DemoMonitor(Node):
 
     def episode_start_callback(self, msg: Header) -> None:
         """Restart the motion check: the simulator reset the arm (it rests where measured)."""
+        self._episode_start = stamp_to_seconds(msg.stamp)
         if self.state.checker is not None:
             self.state.checker.restart()
 
@@ -289,6 +296,11 @@ def summary(state: DemoState, wall_s: float, model: str) -> str:
         ('late chunks / holds / rejected input',
          f'{value("chunks_late")} / {value("holds_published")} / '
          f'{sum(int(v) for k, v in policy.items() if k.startswith("rejected_"))}'),
+        ('fidelity checks / max deviation / fallbacks',
+         f'{value("fidelity_checks")} vs {value("fidelity_reference")} / '
+         f'{value("fidelity_max_deviation", " rad")} / {value("fidelity_fallbacks")} '
+         f'(now {value("fidelity_state")}, skipped for no slack '
+         f'{value("fidelity_skipped_no_slack")})'),
     ]
     if state.checker is not None:
         c = state.checker.summary()
@@ -299,6 +311,9 @@ def summary(state: DemoState, wall_s: float, model: str) -> str:
                      f'{c["peak_acceleration_ratio"]:.2f}x of the limits'))
         rows.append(('seams reached after braking began (stop-and-go)',
                      f'{c["braking_seams"]} of {c["seams_checked"]}'))
+        rows.append(('commands stamped before a sim reset (not executed)',
+                     f'{state.stamped_before_episode} (sim node: '
+                     f'{state.sim_status.get("trajectories_before_episode", "n/a")})'))
     width = max(len(name) for name, _ in rows)
     lines = [f'| {"metric".ljust(width)} | value', f'|-{"-" * width}-|------']
     lines += [f'| {name.ljust(width)} | {text}' for name, text in rows]

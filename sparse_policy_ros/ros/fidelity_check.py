@@ -63,13 +63,32 @@ class FidelityCheck:
         self.reference = reference_policy(primary, settings.reference, target)
         self.latency = RollingLatency()
         self.skipped_no_slack = 0
+        self.fallback_withheld = 0  # calls served by the primary: the reference too slow
+        self.serving_reference = False  # who served the latest call
         self.last_check: float | None = None  # node clock, seconds
         self.last_deviation_per_joint: tuple[float, ...] = ()
         self._seed_latency()
 
-    def served(self) -> SparsePolicy:
-        """Return the policy to predict with: the reference while falling back."""
-        return self.reference if self.monitor.in_fallback else self.primary
+    def served(self, budget_s: float | None = None) -> SparsePolicy:
+        """
+        Return the policy to predict with: the reference while falling back.
+
+        A reference whose slowest recent run time exceeds ``budget_s`` (the seconds a call
+        may take before its chunk is late) is not served: on slow hardware a late chunk
+        makes the arm brake at every seam, worse than a primary that deviates. The
+        monitor stays in fallback (its WARN stays on /diagnostics) and such calls are
+        counted in ``fallback_withheld``.
+        """
+        fits = self.reference_fits(budget_s)
+        self.serving_reference = self.monitor.in_fallback and fits
+        if self.monitor.in_fallback and not fits:
+            self.fallback_withheld += 1
+        return self.reference if self.serving_reference else self.primary
+
+    def reference_fits(self, budget_s: float | None) -> bool:
+        """Tell whether the reference's slowest recent run fits ``budget_s`` (None: any)."""
+        estimate = self.latency.estimate
+        return budget_s is None or estimate is None or estimate <= budget_s
 
     def due(self, now: float, seconds_until_needed: float,
             period: float | None = None) -> bool:
@@ -96,7 +115,7 @@ class FidelityCheck:
         Serving the primary, the reference answers; serving the reference, the primary does:
         the deviation is always the primary's.
         """
-        other = self.primary if self.monitor.in_fallback else self.reference
+        other = self.primary if self.serving_reference else self.reference
         start = time.perf_counter()
         answer = other.predict(observation, noise=_noise_for(chunk, other))
         self.latency.add(time.perf_counter() - start)
@@ -120,7 +139,8 @@ class FidelityCheck:
         out = self.monitor.summary()
         out.update({
             'fidelity_reference': self.settings.reference,
-            'fidelity_serving': 'reference' if self.monitor.in_fallback else 'primary',
+            'fidelity_serving': 'reference' if self.serving_reference else 'primary',
+            'fidelity_fallback_withheld': str(self.fallback_withheld),
             'fidelity_reference_ms': 'none' if estimate is None else f'{estimate * 1e3:.1f}',
             'fidelity_skipped_no_slack': str(self.skipped_no_slack),
             'fidelity_last_deviation_per_joint': str([round(v, 6) for v in

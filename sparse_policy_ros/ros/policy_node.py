@@ -408,7 +408,8 @@ class PolicyNode(LifecycleNode):
                 self._policy.reset()
                 if self._fidelity is not None:
                     self._fidelity.reset()
-            served = self._policy if self._fidelity is None else self._fidelity.served()
+            served = (self._policy if self._fidelity is None
+                      else self._fidelity.served(self._inference_budget()))
             try:
                 chunk = served.predict(assembled.observation)
             except FloatingPointError as error:
@@ -468,6 +469,16 @@ class PolicyNode(LifecycleNode):
             slack = self._seconds_until_inference(now)
         self._check_fidelity(assembled, chunk, now, slack)
 
+    def _inference_budget(self) -> float:
+        """
+        Seconds a call may take before its chunk is late.
+
+        Inference starts when ``replan_threshold`` planned points remain, one control period
+        apart, and a chunk's points due within half a period of publishing are dropped.
+        """
+        threshold = self.get_parameter('replan_threshold').value
+        return max(threshold - 0.5, 0.0) * self._control_period
+
     def _seconds_until_inference(self, now: float) -> float:
         """Seconds until the control tick will want the next chunk (lock held)."""
         threshold = self.get_parameter('replan_threshold').value
@@ -490,9 +501,17 @@ class PolicyNode(LifecycleNode):
             state = fidelity.run(assembled.observation, chunk, now)
         if state is not before:
             deviation = fidelity.monitor.last_deviation
+            if not fidelity.monitor.in_fallback:
+                serving = 'serving the primary'
+            elif fidelity.reference_fits(self._inference_budget()):
+                serving = 'serving the reference'
+            else:
+                serving = (f'the reference ({fidelity.latency.estimate * 1e3:.0f} ms) cannot '
+                           f'keep up (budget {self._inference_budget() * 1e3:.0f} ms): still '
+                           'serving the primary')
             text = (f'fidelity {before.value} -> {state.value}: action deviation '
-                    f'{deviation:.4f} from the {fidelity.settings.reference} reference; serving '
-                    f'{"the reference" if fidelity.monitor.in_fallback else "the primary"}')
+                    f'{deviation:.4f} from the {fidelity.settings.reference} reference; '
+                    f'{serving}')
             if state.value == 'ok':
                 self.get_logger().info(text)
             else:

@@ -70,9 +70,10 @@ class SimNode(Node):
         self._episode = 0
         self._seed = int(p['seed'])
         self._episode_start = 0.0
+        self._episode_start_stamp = 0.0  # header stamp of the episode start (s)
         self._episode_running = False
         self._counts = {'trajectories_accepted': 0, 'trajectories_rejected': 0,
-                        'episodes': 0, 'successes': 0}
+                        'trajectories_before_episode': 0, 'episodes': 0, 'successes': 0}
         self._last_error = ''
         self._wall_rate = (time.monotonic(), 0.0)  # (wall, sim) at the last diagnostics
 
@@ -123,6 +124,16 @@ class SimNode(Node):
     def trajectory_callback(self, msg: JointTrajectory) -> None:
         """Replace the active trajectory (joint_trajectory_controller semantics)."""
         with self._lock:
+            stamp = stamp_to_seconds(msg.header.stamp)
+            if self._episode > 0 and 0.0 < stamp < self._episode_start_stamp:
+                # Planned for the arm before the reset moved it: following it would pull
+                # the new episode's arm toward the old one's targets.
+                self._counts['trajectories_before_episode'] += 1
+                self.get_logger().info(
+                    f'ignored a trajectory stamped {stamp:.3f} s, before episode '
+                    f'{self._episode} started at {self._episode_start_stamp:.3f} s',
+                    throttle_duration_sec=1.0)
+                return
             try:
                 times, positions, velocities = points_from_msg(msg)
                 self._follower.set_trajectory(list(msg.joint_names),
@@ -257,6 +268,7 @@ class SimNode(Node):
         self._seed = seed
         self._episode += 1
         self._episode_start = self._time
+        self._episode_start_stamp = stamp_to_seconds(self._stamp(self._time))
         self._episode_running = True
         self._next_camera = self._next_joint = self._time  # publish the new scene at once
         self._episode_start_pub.publish(Header(stamp=self._stamp(self._time),
