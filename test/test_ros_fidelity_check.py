@@ -8,8 +8,9 @@ from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 
 
 def settings(**changes) -> FidelitySettings:
-    values = dict(period=1.0, reference='dense', reference_sparsity=0.5, warn_threshold=2e-6,
-                  fallback_threshold=3e-6, recover_threshold=1e-6, recover_checks=2)
+    values = {'period': 1.0, 'reference': 'dense', 'reference_sparsity': 0.5,
+              'warn_threshold': 2e-6, 'fallback_threshold': 3e-6, 'recover_threshold': 1e-6,
+              'recover_checks': 2}
     values.update(changes)
     return FidelitySettings(**values)
 
