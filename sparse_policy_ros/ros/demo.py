@@ -71,6 +71,7 @@ class DemoState:
     counting: bool = False
     checker: CommandedMotionChecker | None = None  # stock JTC rules and limits, every message
     stamped_before_episode: int = 0  # commands planned before a sim reset (the sim ignores them)
+    unchecked_before_first_episode: int = 0  # commands before the monitor saw an episode start
 
 
 class DemoMonitor(Node):
@@ -84,7 +85,7 @@ class DemoMonitor(Node):
         self.joint_names = tuple(joint_names)
         # Recent (stamp, measured positions): where an idle arm rests when a command comes.
         self._positions: deque[tuple[float, np.ndarray]] = deque(maxlen=200)
-        self._episode_start = 0.0  # stamp of the latest /sim_node/episode_start
+        self._episode_start: float | None = None  # stamp of the latest episode start
         if limits is not None:
             self.state.checker = CommandedMotionChecker(self.joint_names, limits)
             self.create_subscription(JointState, 'joint_states', self.joint_state_callback,
@@ -123,6 +124,11 @@ class DemoMonitor(Node):
         if checker is not None and self._positions:
             # The node planned from the joint state it had when it stamped the message.
             stamp = stamp_to_seconds(msg.header.stamp)
+            if self._episode_start is None:
+                # Before the demo's first reset the monitor may have missed earlier commands
+                # (it starts after the nodes), so it cannot rebuild the motion they began.
+                self.state.unchecked_before_first_episode += 1
+                return
             if 0.0 < stamp < self._episode_start:
                 # Planned before the simulator reset the arm; the sim node ignores it.
                 self.state.stamped_before_episode += 1
@@ -311,8 +317,9 @@ def summary(state: DemoState, wall_s: float, model: str) -> str:
                      f'{c["peak_acceleration_ratio"]:.2f}x of the limits'))
         rows.append(('seams reached after braking began (stop-and-go)',
                      f'{c["braking_seams"]} of {c["seams_checked"]}'))
-        rows.append(('commands stamped before a sim reset (not executed)',
-                     f'{state.stamped_before_episode} (sim node: '
+        rows.append(('not checked: before the first episode / stamped before a reset',
+                     f'{state.unchecked_before_first_episode} / '
+                     f'{state.stamped_before_episode} (the sim node ignored '
                      f'{state.sim_status.get("trajectories_before_episode", "n/a")})'))
     width = max(len(name) for name, _ in rows)
     lines = [f'| {"metric".ljust(width)} | value', f'|-{"-" * width}-|------']
