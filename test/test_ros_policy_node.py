@@ -78,6 +78,7 @@ class SensorFeed:
                                                qos_profile_sensor_data)
         self.lock = threading.Lock()
         self.running = True
+        self.joints_running = True  # False: the robot's joint states are lost, camera runs
         self.positions = HOME.copy()
         # Extra joint and a shuffled order: the node must pick its joints by name.
         self.names = ['gripper', 'elbow', 'base_yaw', 'wrist_pitch', 'shoulder']
@@ -108,11 +109,16 @@ class SensorFeed:
                 image = Image(**rgb_to_image_fields(self.rgb))
                 image.header.stamp = stamp
                 self.image_pub.publish(image)
-            self.joint_pub.publish(self.joint_msg(stamp))
+            if self.joints_running:
+                self.joint_pub.publish(self.joint_msg(stamp))
 
     def set_running(self, running: bool) -> None:
         with self.lock:
             self.running = running
+
+    def set_joints_running(self, running: bool) -> None:
+        with self.lock:
+            self.joints_running = running
 
 
 def close_node(node) -> None:

@@ -20,12 +20,14 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from sparse_policy_ros.ros.diagnostics import status_values
 from sparse_policy_ros.ros.image_conversion import rgb_to_image_fields
+from sparse_policy_ros.ros.jtc_validation import CommandedMotionChecker
 from sparse_policy_ros.ros.trajectory import seconds_to_stamp
-from std_msgs.msg import Header
+from std_msgs.msg import Float64MultiArray, Header
+from std_srvs.srv import SetBool
 from test_ros_policy_node import (change_state, check_commanded_motion, chunks, get_state,
                                   holds, HOME, JOINTS, latest_status, LOWER, make_policy_node,
-                                  MAX_ACCELERATION, MAX_VELOCITY, SensorFeed, TINY_POLICY,
-                                  UPPER)
+                                  MAX_ACCELERATION, MAX_VELOCITY, node_limits, SensorFeed,
+                                  TINY_POLICY, UPPER)
 from trajectory_msgs.msg import JointTrajectory
 
 pytestmark = pytest.mark.ros
@@ -293,3 +295,82 @@ def test_fidelity_check_period_zero_runs_no_checks(ros_harness, make_policy_node
     values = status_when(diagnostics, lambda v: int(v['chunks_published']) >= 4, ros_harness,
                          5.0, 'statistics')
     assert values['fidelity_checks'] == '0' and values['fidelity_state'] == 'ok'
+
+
+def test_preview_is_a_dry_run_planned_from_the_measured_state(ros_harness, make_policy_node):
+    controller = ros_harness.collect(JointTrajectory, '/arm_controller/joint_trajectory')
+    forward = ros_harness.collect(Float64MultiArray, '/forward_position_controller/commands')
+    preview = ros_harness.collect(JointTrajectory, '/policy_node/preview')
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
+    SensorFeed(ros_harness)  # the arm rests at HOME: nothing follows the previews
+    make_policy_node(output_type='preview')
+    ros_harness.wait_for(lambda: len(chunks(preview)) >= 4, 20.0, 'preview chunks')
+    values = status_when(diagnostics, lambda v: int(v['chunks_published']) >= 4, ros_harness,
+                         5.0, 'statistics')
+    assert values['output_type'] == 'preview'
+    assert len(controller) == 0 and len(forward) == 0
+    # Every preview starts from the measured rest pose (no controller moved the arm), and a
+    # stock controller would accept it within the limits from there.
+    for msg in chunks(preview):
+        checker = CommandedMotionChecker(tuple(JOINTS), node_limits())
+        checker.add(msg, start_position=HOME)
+        checker.finish()
+        assert checker.ok, (checker.rejections, [str(v) for v in checker.violations])
+
+
+def test_require_arming_keeps_the_arm_still_until_enabled(ros_harness, make_policy_node):
+    trajectories = ros_harness.collect(JointTrajectory, '/arm_controller/joint_trajectory')
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
+    SensorFeed(ros_harness)
+    node = make_policy_node(require_arming=True)
+    status = ros_harness.wait_for(
+        lambda: (s := latest_status(diagnostics)) is not None and 'disarmed' in s.message
+        and s, 10.0, 'a disarmed status')
+    assert status_values(status)['enabled'] == 'false'
+    seen = len(diagnostics)
+    ros_harness.wait_for(lambda: len(diagnostics) >= seen + 5, 10.0, 'more diagnostics')
+    assert len(trajectories) == 0  # sensors fresh, policy ready: still nothing commanded
+    response = ros_harness.call(SetBool, '/policy_node/enable', SetBool.Request(data=True))
+    assert response.success
+    ros_harness.wait_for(lambda: len(chunks(trajectories)) >= 2, 20.0, 'chunks once armed')
+    # Deactivate and activate again: disarmed again (a stop was published on deactivate).
+    assert change_state(ros_harness, Transition.TRANSITION_DEACTIVATE)
+    assert change_state(ros_harness, Transition.TRANSITION_ACTIVATE)
+    n = len(trajectories)
+    ros_harness.wait_for(
+        lambda: (s := latest_status(diagnostics)) is not None and 'disarmed' in s.message
+        and s, 10.0, 'disarmed after activate')
+    seen = len(diagnostics)
+    ros_harness.wait_for(lambda: len(diagnostics) >= seen + 5, 10.0, 'more diagnostics')
+    assert len(trajectories) == n
+    assert node.get_parameter('require_arming').value is True
+
+
+def test_lost_joint_states_brake_once_then_stop_commanding(ros_harness, make_policy_node):
+    # The robot's joint_states stop while the camera keeps streaming: the node must not plan
+    # on a stale arm state. It brakes once from its current command, names the stale source,
+    # commands nothing more until joint states return, then resumes.
+    trajectories = ros_harness.collect(JointTrajectory, '/arm_controller/joint_trajectory')
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
+    feed = SensorFeed(ros_harness)
+    make_policy_node()
+    ros_harness.wait_for(lambda: len(chunks(trajectories)) >= 3, 20.0, 'trajectory chunks')
+    n_holds = len(holds(trajectories))
+    feed.set_joints_running(False)
+    hold = ros_harness.wait_for(lambda: holds(trajectories)[n_holds:], 10.0,
+                                'a braking stop')[0]
+    assert list(hold.points[-1].velocities) == [0.0] * len(JOINTS)
+    check_commanded_motion(trajectories.snapshot())
+    status = ros_harness.wait_for(
+        lambda: (s := latest_status(diagnostics)) is not None
+        and s.level == DiagnosticStatus.ERROR and s, 5.0, 'an ERROR diagnostic')
+    assert 'stale' in status.message and 'joint_states' in status.message
+    n_sent = len(trajectories)
+    seen = len(diagnostics)
+    ros_harness.wait_for(lambda: len(diagnostics) >= seen + 5, 10.0, 'more diagnostics')
+    assert len(trajectories) == n_sent  # camera still fresh: nothing more is commanded
+    feed.set_joints_running(True)
+    ros_harness.wait_for(lambda: len(trajectories) > n_sent, 10.0, 'commands once they return')
+    ros_harness.wait_for(
+        lambda: (s := latest_status(diagnostics)) is not None and s.level == DiagnosticStatus.OK,
+        5.0, 'an OK diagnostic after joint states return')

@@ -156,6 +156,14 @@ class ObservationBuffer:
         latest.append(self._joints.latest)
         return min(latest)
 
+    def stalest_source(self) -> str | None:
+        """Name of the source whose newest sample is oldest ('joint_states' or a camera)."""
+        if self.missing_sources():
+            return None
+        latest = {camera: self._images[camera].latest for camera in self.camera_names}
+        latest['joint_states'] = self._joints.latest
+        return min(latest, key=latest.get)
+
     def age(self, now: float) -> float | None:
         """Seconds since the stalest source last reported; None while a source is missing."""
         newest = self.newest_stamp()

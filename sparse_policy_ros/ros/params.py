@@ -22,7 +22,7 @@ RUNTIME = 'runtime'
 
 SPARSITY_MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim')
 DEVICES = ('auto', 'cpu', 'cuda')
-OUTPUT_TYPES = ('joint_trajectory', 'forward_position', 'both')
+OUTPUT_TYPES = ('joint_trajectory', 'forward_position', 'both', 'preview')
 RANDOM_MODEL = 'random'
 
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
@@ -133,8 +133,14 @@ POLICY_PARAMS = (
               'trajectory_msgs/JointTrajectory output (joint_trajectory_controller).', READ_ONLY),
     ParamSpec('forward_position_topic', '/forward_position_controller/commands',
               'std_msgs/Float64MultiArray output streamed at the control rate.', READ_ONLY),
-    ParamSpec('output_type', 'joint_trajectory', 'Which outputs to publish.', READ_ONLY,
+    ParamSpec('output_type', 'joint_trajectory', 'Which outputs to publish; preview = dry run: '
+              'the planned trajectories go to preview_topic only, nothing to a controller, '
+              'and each chunk is planned from the measured joint state.', READ_ONLY,
               choices=OUTPUT_TYPES),
+    ParamSpec('preview_topic', '~/preview',
+              'trajectory_msgs/JointTrajectory output of output_type preview.', READ_ONLY),
+    ParamSpec('require_arming', False, 'Start disabled: no motion until ~/enable is called with '
+              'true (after each activate). For a real arm.', READ_ONLY),
     ParamSpec('observation_timeout', 0.5, 'Seconds after which observations are stale: no new '
               'chunks, one hold command, ERROR on /diagnostics.', RUNTIME,
               value_range=(0.01, 60.0)),

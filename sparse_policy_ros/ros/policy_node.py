@@ -197,6 +197,9 @@ class PolicyNode(LifecycleNode):
         if self._output_type in ('joint_trajectory', 'both'):
             self._trajectory_pub = self.create_lifecycle_publisher(
                 JointTrajectory, settings['controller_topic'], COMMAND_QOS)
+        elif self._output_type == 'preview':  # dry run: the plans, to nobody's controller
+            self._trajectory_pub = self.create_lifecycle_publisher(
+                JointTrajectory, settings['preview_topic'], COMMAND_QOS)
         if self._output_type in ('forward_position', 'both'):
             self._forward_pub = self.create_lifecycle_publisher(
                 Float64MultiArray, settings['forward_position_topic'], COMMAND_QOS)
@@ -231,6 +234,8 @@ class PolicyNode(LifecycleNode):
             self._clear_state('activate')
             self._holding = False
             self._active = True
+            if self.get_parameter('require_arming').value:
+                self._enabled = False  # armed again by ~/enable after every activate
         self._tick_timer = self.create_timer(self._control_period / 4.0,
                                              self.control_tick_callback)
         if self._forward_pub is not None:
@@ -367,8 +372,9 @@ class PolicyNode(LifecycleNode):
             stale = age > timeout
             if self._hold_latch.update(stale):
                 self._generation += 1
-                self._publish_hold(now, f'observations stale ({age:.3f} s old > '
-                                   f'observation_timeout {timeout:.3f} s)', error=True)
+                self._publish_hold(now, f'observations stale ({self._buffer.stalest_source()} '
+                                   f'{age:.3f} s old > observation_timeout {timeout:.3f} s)',
+                                   error=True)
             if stale or self._worker is None or self._worker.busy:
                 return
             if int(np.count_nonzero(self._executable_due > now)) > threshold:
@@ -597,6 +603,7 @@ class PolicyNode(LifecycleNode):
             report = {
                 'state': self._state_label,
                 'enabled': self._enabled,
+                'output_type': self._output_type,
                 'model': self._policy_source or 'none',
                 'device': device,
                 'sparsity_mode': mode,
@@ -631,13 +638,15 @@ class PolicyNode(LifecycleNode):
         if not self._active:
             return DiagnosticStatus.OK, self._state_label
         if not self._enabled:
+            if self.get_parameter('require_arming').value:
+                return DiagnosticStatus.OK, 'disarmed: call ~/enable with true to move'
             return DiagnosticStatus.OK, 'disabled: holding position'
         if age is None:
             return DiagnosticStatus.WARN, f'waiting: {self._waiting_reason or "no data yet"}'
         if age > timeout:
             return DiagnosticStatus.ERROR, (
-                f'observations stale: {age:.3f} s old > observation_timeout {timeout:.3f} s; '
-                'holding position')
+                f'observations stale: {self._buffer.stalest_source()} {age:.3f} s old > '
+                f'observation_timeout {timeout:.3f} s; holding position')
         if sum(self._rejected.values()) > self._rejected_reported:
             return DiagnosticStatus.WARN, f'rejected input: {self._last_error}'
         if self._waiting_reason:
@@ -654,9 +663,10 @@ class PolicyNode(LifecycleNode):
         """
         Where the arm is commanded to be now, and how fast: our plan (lock held).
 
-        Before anything was commanded: the latest joint state, at rest.
+        Before anything was commanded, and always in a dry run (``output_type: preview``,
+        where no controller follows the plan): the latest joint state, at rest.
         """
-        if self._follower.active:
+        if self._follower.active and self._output_type != 'preview':
             return self._follower.sample_state(now)
         latest = self._buffer.latest_joint_state() if self._buffer is not None else None
         if latest is None:
