@@ -28,6 +28,10 @@ LIMITS = {'joint_position_lower': [-2.4, -0.8, -0.2, -1.0],
           'joint_position_upper': [2.4, 1.9, 2.7, 2.6],
           'max_joint_velocity': [1.5, 1.5, 2.0, 2.5],
           'max_joint_acceleration': [8.0, 8.0, 10.0, 12.0]}
+# The nodes take joints and position / velocity limits from the shipped URDF of the sim arm;
+# the checks below hold them to LIMITS (the simulator's own), so a wrong URDF fails here.
+ROBOT = {'robot_description_file': 'urdf/arm_push.urdf',
+         'max_joint_acceleration': LIMITS['max_joint_acceleration']}
 
 
 def close_node(node) -> None:
@@ -48,7 +52,7 @@ def test_policy_drives_the_simulated_arm(ros_harness):
     diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
     overrides = {'model_path': 'random', 'random_policy': json.dumps(TINY_POLICY),
                  'device': 'cpu', 'sparsity_mode': 'fixed', 'target_sparsity': 0.8,
-                 'use_sim_time': True, 'diagnostics_period': 0.2, **LIMITS}
+                 'use_sim_time': True, 'diagnostics_period': 0.2, **ROBOT}
     # The policy first (it is active when constructed), so it sees both episodes.
     policy = PolicyNode(context=ros_harness.context, parameter_overrides=[
         Parameter(name, value=value) for name, value in overrides.items()])
@@ -109,7 +113,7 @@ def test_shipped_model_commands_pass_a_stock_jtc_within_the_limits(ros_harness):
     joint_states = ros_harness.collect(JointState, 'joint_states')
     starts = ros_harness.collect(Header, '/sim_node/episode_start')
     overrides = {'model_path': '', 'device': 'cpu', 'use_sim_time': True,
-                 'episode_start_topic': '/sim_node/episode_start', **LIMITS}
+                 'episode_start_topic': '/sim_node/episode_start', **ROBOT}
     policy = PolicyNode(context=ros_harness.context, parameter_overrides=[
         Parameter(name, value=value) for name, value in overrides.items()])
     ros_harness.add_node(policy, cleanup=close_node)

@@ -392,7 +392,8 @@ def test_main_exits_non_zero_when_start_up_fails(tmp_path):
     missing = tmp_path / 'no_model_here'
     result = subprocess.run(
         [sys.executable, '-m', 'sparse_policy_ros.ros.policy_node', '--ros-args',
-         '-p', f'model_path:={missing}', '-p', 'joint_position_lower:=[0.0, 0.0, 0.0, 0.0]',
+         '-p', f'model_path:={missing}', '-p', f'joint_names:={JOINTS}',
+         '-p', 'joint_position_lower:=[0.0, 0.0, 0.0, 0.0]',
          '-p', 'joint_position_upper:=[1.0, 1.0, 1.0, 1.0]',
          '-p', 'max_joint_velocity:=[1.0, 1.0, 1.0, 1.0]',
          '-p', 'max_joint_acceleration:=[5.0, 5.0, 5.0, 5.0]'],
@@ -427,7 +428,7 @@ def test_int8_linears_applies_to_the_cpu_and_is_a_logged_no_op_on_cuda(monkeypat
     assert policy_loader.int8_for_device(True, torch.device('cpu')) == (True, None)
     assert policy_loader.int8_for_device(False, torch.device('cuda')) == (False, None)
     settings = {spec.name: spec.default for spec in POLICY_PARAMS}
-    settings.update(int8_linears=True, device='cpu', model_path='random')
+    settings.update(int8_linears=True, device='cpu', model_path='random', joint_names=JOINTS)
     policy, _, warnings = policy_loader.load_sparse_policy(settings)
     assert (policy.int8_linears, warnings) == (True, [])
     policy.close()

@@ -23,7 +23,8 @@ from sparse_policy_ros.training.schedule_search import main as search_main
 from sparse_policy_ros.training.sequence_dataset import split_episodes
 from sparse_policy_ros.training.train_config import load_run_config, TrainConfig
 from sparse_policy_ros.training.train_policy import (
-    autocast_context, init_weights_from, main as train_policy_main, train)
+    autocast_context, init_weights_from, main as train_policy_main, train,
+    with_recorded_joint_names)
 from sparse_policy_ros.training.train_pruner import main as train_pruner_main, train_pruner
 import torch
 import yaml
@@ -84,6 +85,25 @@ def test_loss_falls_and_folder_loads(trained):
     assert history[0]['val_loss'] < 0.9
     model = load_policy(trained)
     assert model.config.to_dict() == PolicyConfig(**POLICY).to_dict()
+
+
+def test_the_model_records_the_joints_its_dataset_was_recorded_with(tmp_path):
+    data = make_dataset(tmp_path / 'named.zarr', episodes=3, length=12)
+    ReplayBuffer.open(data, mode='a').set_attrs({'joint_names': ['yaw', 'pitch', 'roll']})
+    policy_config, train_config = load_run_config(
+        write_config(tmp_path / 'c.yaml', steps=4, val_every=2, checkpoint_every=2,
+                     val_ratio=0.34, batch_size=4))
+    train(data, policy_config, train_config, tmp_path / 'out', device='cpu')
+    assert load_policy(tmp_path / 'out').config.extra['joint_names'] == ['yaw', 'pitch', 'roll']
+    # A config that declares other joints than the recording is refused, naming both lists.
+    declared = PolicyConfig.from_dict({**policy_config.to_dict(),
+                                       'extra': {'joint_names': ['roll', 'pitch', 'yaw']}})
+    both = r"\['roll', 'pitch', 'yaw'\].*\['yaw', 'pitch', 'roll'\]"
+    with pytest.raises(ValueError, match=both):
+        with_recorded_joint_names(declared, data)
+    # A dataset without recorded joints leaves the config as it is.
+    assert with_recorded_joint_names(policy_config, make_dataset(tmp_path / 'plain.zarr')) \
+        == policy_config
 
 
 def test_resume_after_interruption_reaches_same_step(tmp_path, dataset):

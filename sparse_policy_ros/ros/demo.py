@@ -36,8 +36,10 @@ from .diagnostics import status_values
 from .joint_states import joint_positions_from_msg
 from .jtc_validation import CommandedMotionChecker
 from .message_errors import MessageError
-from .params import RANDOM_MODEL
+from .params import POLICY_PARAMS, RANDOM_MODEL
 from .paths import default_model_dir, package_path
+from .robot_description import load_robot_description, resolve_joint_limits
+from .robot_description import resolve_joint_names
 from .safety import JointLimits
 from .trajectory import stamp_to_seconds
 
@@ -211,15 +213,16 @@ def node_commands(args: argparse.Namespace, model_path: str) -> dict[str, list[s
 def policy_limits(overrides: list[str]) -> tuple[tuple[str, ...], JointLimits]:
     """Joint names and limits the policy node runs with: config/policy.yaml plus overrides."""
     text = package_path('config', 'policy.yaml').read_text()
-    params = dict(yaml.safe_load(text)['/**/policy_node']['ros__parameters'])
+    params = {spec.name: spec.default for spec in POLICY_PARAMS}  # what the file leaves unset
+    params.update(yaml.safe_load(text)['/**/policy_node']['ros__parameters'])
     for override in overrides:
         name, _, value = override.partition(':=')
         params[name] = yaml.safe_load(value)
-    limits = JointLimits(lower=np.array(params['joint_position_lower']),
-                         upper=np.array(params['joint_position_upper']),
-                         max_velocity=np.array(params['max_joint_velocity']),
-                         max_acceleration=np.array(params['max_joint_acceleration']))
-    return tuple(params['joint_names']), limits
+    description = load_robot_description(params['robot_description'],
+                                         params['robot_description_file'])
+    joint_names = resolve_joint_names(params['joint_names'], description)
+    limits = resolve_joint_limits(params, joint_names, description)[0]
+    return joint_names, limits
 
 
 def resolve_model(args: argparse.Namespace) -> str:

@@ -104,8 +104,15 @@ POLICY_PARAMS = (
               CONFIGURE, value_range=(0, 1000)),
     ParamSpec('seed', 0, 'Seed of the sampling noise (and of random weights).', CONFIGURE,
               value_range=(0, 2 ** 31 - 1)),
-    ParamSpec('joint_names', ['base_yaw', 'shoulder', 'elbow', 'wrist_pitch'],
-              "Joints in the policy's state and action order.", READ_ONLY, item_type=str),
+    ParamSpec('joint_names', [], "Joints in the policy's state and action order; not set = "
+              "the robot description's commandable joints in document order. Each must be a "
+              'joint of the robot description when there is one.', READ_ONLY, item_type=str),
+    ParamSpec('robot_description', '', "The robot's URDF (XML text, as launch files pass it "
+              "to robot_state_publisher): joint names and position / velocity limits. '' = "
+              'none.', READ_ONLY),
+    ParamSpec('robot_description_file', '', 'Path of a URDF file instead of '
+              "robot_description (relative = inside the package's share folder, e.g. "
+              "urdf/arm_push.urdf). '' = none.", READ_ONLY),
     ParamSpec('camera_names', ['front'], "Cameras in the policy's order.", READ_ONLY,
               item_type=str),
     ParamSpec('image_topics', ['camera/front/image_raw'], 'sensor_msgs/Image topic per camera '
@@ -144,11 +151,14 @@ POLICY_PARAMS = (
     ParamSpec('observation_timeout', 0.5, 'Seconds after which observations are stale: no new '
               'chunks, one hold command, ERROR on /diagnostics.', RUNTIME,
               value_range=(0.01, 60.0)),
-    ParamSpec('joint_position_lower', [], 'Lowest allowed position per joint (rad or m).',
+    ParamSpec('joint_position_lower', [], 'Lowest allowed position per joint (rad or m); not '
+              'set = from the robot description.',
               CONFIGURE, item_type=float),
-    ParamSpec('joint_position_upper', [], 'Highest allowed position per joint (rad or m).',
+    ParamSpec('joint_position_upper', [], 'Highest allowed position per joint (rad or m); not '
+              'set = from the robot description.',
               CONFIGURE, item_type=float),
-    ParamSpec('max_joint_velocity', [], 'Largest allowed speed per joint (per second).',
+    ParamSpec('max_joint_velocity', [], 'Largest allowed speed per joint (per second); not '
+              'set = from the robot description.',
               CONFIGURE, item_type=float),
     ParamSpec('max_joint_acceleration', [], 'Largest allowed acceleration per joint (per '
               'second squared); every commanded segment, seams included, stays within it.',

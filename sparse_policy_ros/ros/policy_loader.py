@@ -102,6 +102,10 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str, lis
     if config.state_dim != len(joint_names) or config.action_dim != len(joint_names):
         problems.append(f'joint_names: expected {config.state_dim} joints (model state_dim) '
                         f'and {config.action_dim} (action_dim), got {len(joint_names)}')
+    trained_on = config.extra.get('joint_names')  # models that record their joints
+    if trained_on is not None and list(trained_on) != joint_names:
+        problems.append(f'joint_names: the model was trained on joints {list(trained_on)} '
+                        f'(in that order), the node has {joint_names}')
     if problems:
         policy.close()
         raise ValueError('; '.join(problems))

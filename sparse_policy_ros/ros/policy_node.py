@@ -48,7 +48,9 @@ from .node_main import run_node
 from .observation_buffer import AssembledObservation, ObservationBuffer
 from .params import CONFIGURE, declare, POLICY_PARAMS, RANDOM_MODEL, spec_by_name, values
 from .policy_loader import load_sparse_policy
-from .safety import ActionRejected, HoldLatch, JointLimits, SafetyFilter
+from .robot_description import load_robot_description, resolve_joint_limits
+from .robot_description import resolve_joint_names
+from .safety import ActionRejected, HoldLatch, SafetyFilter
 from .trajectory import hold_plan, plan_chunk, stamp_to_seconds, to_joint_trajectory_msg
 from .trajectory import TrajectoryPlan
 from .trajectory_follower import TrajectoryFollower
@@ -76,7 +78,10 @@ class PolicyNode(LifecycleNode):
         declare(self, POLICY_PARAMS)
         self._specs = spec_by_name(POLICY_PARAMS)
         fixed = values(self, POLICY_PARAMS)
-        self.joint_names = tuple(fixed['joint_names'])
+        # Start-up errors (ValueError) name the parameter: the node cannot run without joints.
+        self._description = load_robot_description(fixed['robot_description'],
+                                                   fixed['robot_description_file'])
+        self.joint_names = resolve_joint_names(fixed['joint_names'], self._description)
         self.camera_names = tuple(fixed['camera_names'])
         self._check_wiring(fixed)
         self._image_topics = list(fixed['image_topics'])
@@ -160,8 +165,11 @@ class PolicyNode(LifecycleNode):
         """Load and warm up the model, build the buffer, safety filter and publishers."""
         settings = values(self, POLICY_PARAMS)
         try:
-            limits = self._joint_limits(settings)
-            policy, source, warnings = load_sparse_policy(settings)
+            limits, origins, warnings = resolve_joint_limits(settings, self.joint_names,
+                                                             self._description)
+            settings['joint_names'] = list(self.joint_names)  # resolved (URDF or parameter)
+            policy, source, load_warnings = load_sparse_policy(settings)
+            warnings += load_warnings
         except Exception as error:  # noqa: B902 - any load failure must be reported, not lost
             self.get_logger().error(f'configure failed: {error}')
             return TransitionCallbackReturn.FAILURE
@@ -211,6 +219,11 @@ class PolicyNode(LifecycleNode):
             f'configured: model {source} on {policy.device}, mode {policy.mode}, '
             f'{config.control_hz:g} Hz, horizon {config.horizon}, n_obs_steps '
             f'{config.n_obs_steps}, n_action_steps {config.n_action_steps}')
+        self.get_logger().info(
+            f'joints {list(self.joint_names)}: position {limits.lower.tolist()} .. '
+            f'{limits.upper.tolist()}, velocity {limits.max_velocity.tolist()}, acceleration '
+            f'{limits.max_acceleration.tolist()}; from '
+            + ', '.join(f'{name}: {origin}' for name, origin in origins.items()))
         self._state_label = 'inactive'
         return super().on_configure(state)
 
@@ -808,19 +821,6 @@ class PolicyNode(LifecycleNode):
             self._buffer = None
             self._safety = None
             self._follower.clear()
-
-    def _joint_limits(self, settings: dict) -> JointLimits:
-        dof = len(self.joint_names)
-        names = ('joint_position_lower', 'joint_position_upper', 'max_joint_velocity',
-                 'max_joint_acceleration')
-        for name in names:
-            if len(settings[name]) != dof:
-                raise ValueError(f'{name}: expected one value per joint ({dof}: '
-                                 f'{list(self.joint_names)}), got {settings[name]}')
-        return JointLimits(lower=np.array(settings['joint_position_lower']),
-                           upper=np.array(settings['joint_position_upper']),
-                           max_velocity=np.array(settings['max_joint_velocity']),
-                           max_acceleration=np.array(settings['max_joint_acceleration']))
 
     def _check_wiring(self, fixed: dict) -> None:
         if not self.joint_names or len(set(self.joint_names)) != len(self.joint_names):

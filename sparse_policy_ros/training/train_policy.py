@@ -100,6 +100,25 @@ def build_datasets(dataset: Path, policy_config: PolicyConfig,
     return train_set, val_set, stats, train_idx.tolist(), val_idx.tolist()
 
 
+def with_recorded_joint_names(policy_config: PolicyConfig, dataset: Path) -> PolicyConfig:
+    """
+    Record the dataset's joint names in the model (``extra.joint_names``).
+
+    The policy node refuses a model whose recorded joints differ from the robot's, so a
+    model trained on another joint order cannot silently swap action dimensions. A config
+    that declares other joints than the dataset recorded is an error naming both.
+    """
+    recorded = ReplayBuffer.open(dataset, mode='r').attrs.get('joint_names')
+    declared = policy_config.extra.get('joint_names')
+    if recorded is None:
+        return policy_config
+    if declared is not None and list(declared) != list(recorded):
+        raise ValueError(f'policy extra.joint_names {list(declared)} differ from the joints '
+                         f'{list(recorded)} recorded in {dataset}')
+    extra = {**policy_config.extra, 'joint_names': list(recorded)}
+    return PolicyConfig.from_dict({**policy_config.to_dict(), 'extra': extra})
+
+
 # --keep-stats accepts a dataset whose min/max lie within this fraction of the source model's
 # range of each field: more data of the same task (a few more extreme samples), not another task.
 KEEP_STATS_TOLERANCE = 0.05
@@ -189,6 +208,7 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
         remove_stale_temporaries(out)
     train_set, val_set, stats, train_idx, val_idx = build_datasets(dataset, policy_config,
                                                                    train_config)
+    policy_config = with_recorded_joint_names(policy_config, dataset)
     model = DiffusionPolicy(policy_config)
     model.normalizer.set_stats(stats)
     if init_from is not None:
