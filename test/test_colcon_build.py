@@ -1,4 +1,4 @@
-"""`colcon build` of this package lands launch, config, models and executables in install/."""
+"""`colcon build` of this package installs launch, config, models, urdf, worlds, executables."""
 
 import os
 from pathlib import Path
@@ -10,9 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ('package.xml', 'setup.py', 'setup.cfg', 'resource', 'sparse_policy_ros', 'launch',
-           'config', 'models')
-EXECUTABLES = ('policy_node', 'sim_node', 'demo', 'bench', 'train-policy', 'train-pruner',
-               'record-demos', 'eval-policy')
+           'config', 'models', 'urdf', 'worlds')
+EXECUTABLES = ('policy_node', 'sim_node', 'demo', 'policy-ctl', 'bench', 'train-policy',
+               'train-pruner', 'record-demos', 'eval-policy')
 
 
 @pytest.mark.slow
@@ -39,7 +39,7 @@ def test_colcon_build_installs_everything(tmp_path):
     index = prefix / 'share' / 'ament_index' / 'resource_index' / 'packages'
     assert (index / 'sparse_policy_ros').is_file()
     assert (share / 'package.xml').is_file()
-    for name in ('launch', 'config', 'models'):
+    for name in ('launch', 'config', 'models', 'urdf', 'worlds'):
         expected = sorted(p.relative_to(REPO / name) for p in (REPO / name).rglob('*')
                           if p.is_file() and '__pycache__' not in p.parts)
         installed = sorted(p.relative_to(share / name) for p in (share / name).rglob('*')
