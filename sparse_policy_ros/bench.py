@@ -10,8 +10,9 @@ Usage::
     python -m sparse_policy_ros.bench --int8          # + dense and each sparse row in int8 (CPU)
 
 Every row runs the same sequence of observations through ``SparsePolicy.predict``: warm-up
-calls first (the first call after a reset is dense), then ``--calls`` timed calls (wall clock
-around ``predict``), then one more call under FlopCounterMode. Timed calls are interleaved in
+calls first (the first call after a reset computes what it would reuse from earlier calls),
+then ``--calls`` timed calls (wall clock around ``predict``), then one more call under
+FlopCounterMode. Timed calls are interleaved in
 rounds (one call of every row per round) so that background load affects all rows alike.
 Speedups and FLOP reductions are relative to the dense row of the same run. Without a trained
 pruner the pruner rows use a randomly initialised one: its decisions carry no skill, but with a

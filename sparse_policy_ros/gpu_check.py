@@ -157,7 +157,7 @@ def check_cuda_graphs(model: DiffusionPolicy, pruner: Pruner, device: torch.devi
             actions = []
             for i, observation in enumerate(obs):
                 if i == len(obs) // 2:
-                    policy.reset()  # the dense first call again, then rollout reuse again
+                    policy.reset()  # a first call again, then rollout reuse again
                 chunk = policy.predict(observation, generator=torch.Generator().manual_seed(i))
                 actions.append(chunk.actions)
             outputs[graphs] = (actions, policy._graphed, warmup_captures)
@@ -209,7 +209,7 @@ def check_residency(model: DiffusionPolicy, pruner: Pruner, device: torch.device
     """Where tensors live, and how often one sparse call waits for the GPU."""
     policy = SparsePolicy(model, pruner, mode='pruner', target_sparsity=target, device=device,
                           warmup=True, seed=0)
-    for observation in obs[:2]:  # past the dense first call, rollout cache filled
+    for observation in obs[:2]:  # past the first call, rollout cache filled
         policy.predict(observation)
     off_device = [name for name, t in list(policy.model.named_parameters())
                   + list(policy.model.named_buffers()) + list(policy.pruner.named_parameters())
@@ -251,7 +251,7 @@ def measure_latency(model: DiffusionPolicy, pruner: Pruner, device: torch.device
         for j, policy in enumerate(policies):
             start = time.perf_counter()
             policy.predict(observation)
-            if i >= 3:  # the first call is dense, the second and third capture graphs
+            if i >= 3:  # the first call reuses nothing across calls; then graphs are captured
                 times[j].append((time.perf_counter() - start) * 1e3)
     rows = []
     dense_p50 = float(np.median(times[0]))

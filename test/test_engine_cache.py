@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sparse_policy_ros.policy.config import PolicyConfig
 from sparse_policy_ros.sparsity.cache import RolloutCache
-from sparse_policy_ros.sparsity.decisions import Decision
+from sparse_policy_ros.sparsity.decisions import Decision, make_executable, sparsity_of
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 import torch
 
@@ -66,46 +66,63 @@ def test_reset_frees_and_forgets():
     assert cache.invalidations == 0  # a reset is not an invalidation
 
 
-def test_sparse_policy_cache_persists_and_reset_makes_next_call_dense():
+def test_sparse_policy_cache_persists_and_reset_computes_only_what_it_cannot_reuse():
     config = PolicyConfig(**TINY)
     policy = SparsePolicy.random_init(config, mode='fixed', target_sparsity=0.8, seed=1)
-    dense_twin = SparsePolicy.random_init(config, mode='dense', target_sparsity=None, seed=1)
+    # The static schedules reuse within a call only; give this one reuse across calls too.
+    schedule = policy._planned_static().clone()
+    schedule[1::2][schedule[1::2] == Decision.REUSE_STEP] = int(Decision.REUSE_ROLLOUT)
+    policy._static = schedule
     assert policy.cache_bytes == 0  # warm-up resets
     obs = observation(config, 0)
     first = policy.predict(obs, generator=torch.Generator().manual_seed(0))
-    assert first.stats.dense_call and first.stats.sparsity == 0.0
-    assert (first.stats.decisions == Decision.COMPUTE).all()
+    # No earlier call: the reuse-rollout entries are computed, the in-call reuse is kept.
+    expected = make_executable(schedule, rollout_available=False)
+    assert torch.equal(first.stats.decisions, expected)
+    assert not (expected == Decision.REUSE_ROLLOUT).any()
+    assert first.stats.sparsity == pytest.approx(sparsity_of(expected), abs=1e-6)
     expected_bytes = 10 * config.n_branches * 1 * config.horizon * config.n_emb * 4
     assert policy.cache_bytes == first.stats.cache_bytes == expected_bytes
-    assert policy.cache.ready
     store = policy.cache._store
+    # Every entry the schedule reads from the previous call is now held: the schedule as is.
     second = policy.predict(observation(config, 1), generator=torch.Generator().manual_seed(1))
-    assert not second.stats.dense_call
+    assert torch.equal(second.stats.decisions, make_executable(schedule))
     assert second.stats.sparsity == pytest.approx(1.0 - 12 / 60, abs=1e-6)
     assert policy.cache._store is store  # same storage, not reallocated per call
     assert policy.cache.invalidations == 0
     policy.reset()
     assert policy.cache_bytes == 0
     again = policy.predict(obs, generator=torch.Generator().manual_seed(0))
-    assert again.stats.dense_call and again.stats.sparsity == 0.0
+    assert torch.equal(again.stats.decisions, expected)
     assert np.array_equal(again.actions, first.actions)
-    twin = dense_twin.predict(obs, generator=torch.Generator().manual_seed(0))
-    assert np.array_equal(again.actions, twin.actions)
 
 
-def test_pruner_policy_first_call_after_reset_skips_pruner_and_is_dense():
+def test_a_schedule_without_rollout_reuse_runs_sparse_from_the_first_call():
+    config = PolicyConfig(**TINY)
+    policy = SparsePolicy.random_init(config, mode='fora', target_sparsity=0.5, seed=1)
+    assert not (policy._planned_static() == Decision.REUSE_ROLLOUT).any()
+    for _ in range(2):
+        first = policy.predict(observation(config, 0))
+        assert not first.stats.dense_call
+        assert first.stats.sparsity == pytest.approx(0.5, abs=1e-6)
+        policy.reset()
+
+
+def test_pruner_policy_first_call_after_reset_runs_the_pruner_without_rollout_reuse():
     config = PolicyConfig(**TINY)
     policy = SparsePolicy.random_init(config, mode='pruner', target_sparsity=0.5, seed=2)
     obs = observation(config, 0)
     first = policy.predict(obs)
-    assert first.stats.dense_call and first.stats.sparsity == 0.0
-    assert first.stats.pruner_run_ms == 0.0
+    assert first.stats.pruner_run_ms > 0.0
+    assert not (first.stats.decisions == Decision.REUSE_ROLLOUT).any()
+    assert (first.stats.decisions[0] == Decision.COMPUTE).all()
     second = policy.predict(obs)
     assert not second.stats.dense_call
     assert second.stats.sparsity == pytest.approx(0.5, abs=1e-6)
     assert (second.stats.decisions[0] == Decision.COMPUTE).all()
     policy.reset()
-    assert policy.predict(obs).stats.dense_call
+    after = policy.predict(obs)
+    assert torch.equal(after.stats.decisions, first.stats.decisions)
 
 
 def test_mark_computed_and_storage_key():

@@ -10,6 +10,7 @@ from sparse_policy_ros.policy.checkpoint import load_policy
 from sparse_policy_ros.policy.config import PolicyConfig
 from sparse_policy_ros.policy.sampler import SamplingNoise
 from sparse_policy_ros.policy.scheduler import NoiseScheduler
+from sparse_policy_ros.sparsity.decisions import Decision
 from sparse_policy_ros.sparsity.fidelity import (
     action_deviation, FidelityMonitor, FidelityState, has_slack, reference_policy, replay_noise,
     RollingLatency, run_reference)
@@ -79,8 +80,8 @@ def test_dense_replay_right_after_the_call_is_bitwise_and_leaves_the_generator(m
     assert not np.array_equal(fresh.actions, chunk.actions)
 
 
-def test_pruner_replay_after_a_sparse_call_is_bitwise_and_after_reset_is_dense(model, pruner,
-                                                                               obs):
+def test_pruner_replay_is_bitwise_and_after_reset_equals_a_fresh_first_call(
+        model, pruner, obs):
     policy = policy_on(model, 'pruner', 0.9, pruner)
     policy.predict(obs)  # fills the rollout cache
     chunk = policy.predict(obs)
@@ -88,10 +89,12 @@ def test_pruner_replay_after_a_sparse_call_is_bitwise_and_after_reset_is_dense(m
     assert np.array_equal(policy.predict(obs, noise=chunk.noise).actions, chunk.actions)
     policy.reset()
     after_reset = policy.predict(obs, noise=chunk.noise)
-    assert after_reset.stats.dense_call
-    dense = policy_on(model, seed=11).predict(obs, noise=chunk.noise)
-    assert np.array_equal(after_reset.actions, dense.actions)
-    assert not np.array_equal(after_reset.actions, chunk.actions)
+    assert not (after_reset.stats.decisions == Decision.REUSE_ROLLOUT).any()
+    first = policy_on(model, 'pruner', 0.9, pruner, seed=11).predict(obs, noise=chunk.noise)
+    assert np.array_equal(after_reset.actions, first.actions)
+    # This pruner reads nothing from earlier calls: the reset changes nothing either.
+    assert not (chunk.stats.decisions == Decision.REUSE_ROLLOUT).any()
+    assert np.array_equal(after_reset.actions, chunk.actions)
 
 
 def test_predict_refuses_noise_and_generator_together(model, obs):

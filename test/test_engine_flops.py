@@ -72,7 +72,8 @@ def test_predict_flops_fall_by_exactly_the_skipped_branches(mode, target):
     config = PolicyConfig(**TINY)
     policy = SparsePolicy.random_init(config, mode=mode, target_sparsity=target, seed=0)
     table = branch_flop_table(policy.model, precomputed_kv=True)  # as the CPU policy runs
-    dense = policy.predict(observation(config, 0), count_flops_=True)
+    computing = SparsePolicy.random_init(config, mode='fixed', target_sparsity=0.0, seed=0)
+    dense = computing.predict(observation(config, 0), count_flops_=True)
     assert dense.stats.dense_call and dense.stats.flops > 0
     sparse = policy.predict(observation(config, 1), count_flops_=True)
     assert not sparse.stats.dense_call
@@ -88,8 +89,11 @@ def test_pruner_mode_counts_the_pruner_too():
     policy = SparsePolicy.random_init(config, mode='pruner', target_sparsity=0.8, seed=0)
     static = SparsePolicy.random_init(config, mode='fixed', target_sparsity=0.8, seed=0)
     table = branch_flop_table(policy.model, precomputed_kv=True)
-    dense = policy.predict(observation(config, 0), count_flops_=True).stats.flops
-    assert static.predict(observation(config, 0), count_flops_=True).stats.flops == dense
+    computing = SparsePolicy.random_init(config, mode='fixed', target_sparsity=0.0, seed=0)
+    dense = computing.predict(observation(config, 0), count_flops_=True).stats.flops
+    static.predict(observation(config, 0))
+    assert static.predict(observation(config, 1), count_flops_=True).stats.flops < dense
+    policy.predict(observation(config, 0))  # the rollout cache filled, as in an episode
     sparse = policy.predict(observation(config, 1), count_flops_=True)
     with torch.inference_mode():
         memory = torch.zeros(10, 1, config.memory_len, config.n_emb)

@@ -94,7 +94,8 @@ def test_predict_rejects_bad_observations_and_keeps_working():
             policy.predict(BAD[case][0])
     assert policy.calls == 0
     chunk = policy.predict(good())
-    assert chunk.stats.dense_call and np.all(np.isfinite(chunk.actions))
+    assert chunk.stats.sparsity == pytest.approx(0.5, abs=1e-6)
+    assert np.all(np.isfinite(chunk.actions))
 
 
 def test_good_observation_is_converted_without_copying_images():

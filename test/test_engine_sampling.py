@@ -153,10 +153,11 @@ def test_sparse_policy_dense_mode_equals_dense_sampler():
     assert chunk.stats.dense_call and chunk.stats.sparsity == 0.0
     assert chunk.actions.shape == (config.horizon, config.action_dim)
     assert np.array_equal(chunk.executable, chunk.actions[1:1 + config.n_action_steps])
-    # A sparse-mode policy with the same weights answers its first call densely, identically.
+    # A sparse mode at sparsity 0 computes everything: identical to dense; above 0 it is not.
+    computing = SparsePolicy.random_init(config, mode='fixed', target_sparsity=0.0, seed=3)
+    first = computing.predict(obs, generator=torch.Generator().manual_seed(11))
+    assert first.stats.dense_call and np.array_equal(first.actions, chunk.actions)
     sparse = SparsePolicy.random_init(config, mode='fixed', target_sparsity=0.8, seed=3)
-    first = sparse.predict(obs, generator=torch.Generator().manual_seed(11))
-    assert np.array_equal(first.actions, chunk.actions)
     second = sparse.predict(obs, generator=torch.Generator().manual_seed(11))
     assert not second.stats.dense_call
     assert not np.array_equal(second.actions, chunk.actions)
@@ -291,8 +292,23 @@ def test_make_executable_rules():
     for i, j in ((1, 0), (1, 3), (3, 2)):
         untouched[i, j] = False
     assert torch.equal(out[untouched], original[untouched])
-    everything = make_executable(original, rollout_available=False)
-    assert (everything == C).all()
+    # Reuse-rollout of an entry the cache does not hold is computed, and a REUSE_BLOCK can
+    # then take that newly computed branch.
+    with_rollout = original.clone()
+    with_rollout[1, 3] = R  # layer 1 self-attention from the previous call ...
+    with_rollout[1, 6] = B  # ... layer 2 reuses the latest computed self-attention block
+    with_rollout[2, 0] = R
+    warm = make_executable(with_rollout, rollout_available=True)
+    assert warm[1, 3] == R and warm[1, 6] == S and warm[2, 0] == R  # nothing computed before
+    cold = make_executable(with_rollout, rollout_available=False)
+    assert cold[1, 3] == C and cold[1, 6] == B and cold[2, 0] == C
+    assert not (cold == R).any()
+    assert torch.equal(cold == C, (warm == C) | (with_rollout == R))
+    held = np.ones((k, nb), dtype=bool)
+    held[2, 0] = False  # a mask: only the missing entry is computed
+    partial = make_executable(with_rollout, rollout_available=held)
+    assert partial[1, 3] == R and partial[2, 0] == C
+    assert torch.equal(partial[:2], warm[:2]) and torch.equal(partial[3], warm[3])
     assert make_executable(original.long()).dtype == torch.int8
 
 

@@ -295,8 +295,8 @@ def test_reset_clears_history_and_rollout_cache(ros_harness, make_policy_node):
         lambda: (s := latest_status(diagnostics)) is not None
         and int(status_values(s)['chunks_published']) >= 3 and s, 5.0, 'chunk statistics')
     values = status_values(status)
-    # Sparse mode: only the first call after activation is dense, and the cache is in use.
-    assert values['dense_calls'] == '1'
+    # Only the first call after activation found the rollout cache empty; it is in use.
+    assert values['cold_calls'] == '1'
     assert int(values['cache_bytes']) > 0
     response = ros_harness.call(Trigger, '/policy_node/reset', Trigger.Request())
     assert response.success, response.message
@@ -305,8 +305,8 @@ def test_reset_clears_history_and_rollout_cache(ros_harness, make_policy_node):
     status = ros_harness.wait_for(
         lambda: (s := latest_status(diagnostics)) is not None
         and status_values(s)['resets_service'] == '1'
-        and int(status_values(s)['dense_calls']) == 2 and s, 10.0,
-        'a dense call after the reset')
+        and int(status_values(s)['cold_calls']) == 2 and s, 10.0,
+        'a cold call after the reset')
     assert int(status_values(status)['cache_bytes']) > 0
 
 

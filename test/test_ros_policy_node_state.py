@@ -55,10 +55,10 @@ def test_activate_clears_history_and_rollout_cache(ros_harness, make_policy_node
     n_chunks = len(chunks(trajectories))
     ros_harness.wait_for(lambda: len(chunks(trajectories)) >= n_chunks + 2, 20.0,
                          'chunks after re-activation')
-    # ...but the first call after activation was dense again: two dense calls in all.
+    # ...but the first call after activation found it empty again: two cold calls in all.
     values = status_when(diagnostics, lambda v: int(v['resets_activate']) >= 2, ros_harness,
                          5.0, 'resets on activate')
-    assert values['dense_calls'] == '2', values
+    assert values['cold_calls'] == '2', values
 
 
 def test_episode_start_clears_history_and_rollout_cache(ros_harness, make_policy_node):
@@ -69,15 +69,15 @@ def test_episode_start_clears_history_and_rollout_cache(ros_harness, make_policy
     ros_harness.wait_for(lambda: len(chunks(trajectories)) >= 3, 20.0, 'chunks')
     values = status_when(diagnostics, lambda v: int(v['chunks_published']) >= 3, ros_harness,
                          5.0, 'statistics')
-    assert values['dense_calls'] == '1'
+    assert values['cold_calls'] == '1'
     publisher = ros_harness.node.create_publisher(
         Header, '/sim_node/episode_start', QoSProfile(depth=10,
                                                       reliability=ReliabilityPolicy.RELIABLE))
     ros_harness.wait_for(lambda: publisher.get_subscription_count() > 0, 5.0, 'a subscriber')
     publisher.publish(Header(stamp=feed.clock.now().to_msg(), frame_id='2'))
     values = status_when(diagnostics, lambda v: v['resets_episode'] == '1'
-                         and v['dense_calls'] == '2', ros_harness, 10.0,
-                         'a dense call after the episode start')
+                         and v['cold_calls'] == '2', ros_harness, 10.0,
+                         'a cold call after the episode start')
     assert values['resets_service'] == '0'
 
 
@@ -89,8 +89,8 @@ def test_joint_jump_clears_history_and_drops_the_plan(ros_harness, make_policy_n
     ros_harness.wait_for(lambda: len(chunks(trajectories)) >= 3, 20.0, 'chunks')
     feed.positions = HOME + np.array([0.0, 0.0, 0.4, 0.0])  # elbow teleported 0.4 rad
     values = status_when(diagnostics, lambda v: v['resets_joint_jump'] == '1'
-                         and v['dense_calls'] == '2', ros_harness, 10.0,
-                         'a dense call after the jump')
+                         and v['cold_calls'] == '2', ros_harness, 10.0,
+                         'a cold call after the jump')
     assert values['resets_service'] == '0'
     # A jump below the threshold is motion, not a reset.
     n = len(chunks(trajectories))
@@ -152,8 +152,8 @@ def test_clock_jump_back_resets_and_diagnostics_survive_a_stopped_clock(
                                 'a status')['rejected_stamp_future']
     feed.jump_to(100.0)  # the simulator restarted: its clock went back 900 s
     values = status_when(diagnostics, lambda v: v['resets_clock_jump'] == '1'
-                         and v['dense_calls'] == '2', ros_harness, 15.0,
-                         'a dense call after the clock jump')
+                         and v['cold_calls'] == '2', ros_harness, 15.0,
+                         'a cold call after the clock jump')
     n = len(chunks(trajectories))
     ros_harness.wait_for(lambda: len(chunks(trajectories)) >= n + 2, 15.0,
                          'chunks after the jump')

@@ -463,6 +463,7 @@ class PolicyNode(LifecycleNode):
             self._sparsity.add(chunk.stats.sparsity)
             self._cache_bytes = chunk.stats.cache_bytes
             self._counts['dense_calls'] += int(chunk.stats.dense_call)
+            self._counts['cold_calls'] += int(chunk.stats.cold_call)
             self._skew_ms = assembled.max_skew * 1e3
             if len(plan) == 0 and plan.safety.truncated:
                 self._counts['chunks_infeasible'] += 1
@@ -543,7 +544,7 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------ services
     def reset_callback(self, request: Trigger.Request,
                        response: Trigger.Response) -> Trigger.Response:
-        """Stop, clear the observation history and the rollout cache (next call is dense)."""
+        """Stop, clear the observation history and the rollout cache (nothing reused across)."""
         if self._policy is None:
             response.success = False
             response.message = f'not configured (state {self._state_label}); nothing to reset'
@@ -764,7 +765,7 @@ class PolicyNode(LifecycleNode):
         self._skew_ms = None
         self._counts = Counter(dict.fromkeys((
             'chunks_published', 'chunks_late', 'chunks_discarded', 'holds_published',
-            'chunks_infeasible', 'dense_calls', 'points_dropped', 'points_truncated',
+            'chunks_infeasible', 'dense_calls', 'cold_calls', 'points_dropped', 'points_truncated',
             'position_clamped', 'velocity_limited',
             *(f'resets_{cause}' for cause in RESET_CAUSES)), 0))
         self._rejected = Counter()

@@ -10,7 +10,8 @@ class RolloutCache:
 
     Only computed values are written (a reused value never overwrites the entry it came from).
     The cache invalidates itself when steps, branches, batch, horizon, width, dtype or device
-    change, so a stale entry is never read: the call after an invalidation is dense.
+    change, so a stale entry is never read: after an invalidation a call computes what it
+    would have read from the cache.
     """
 
     def __init__(self):
@@ -65,6 +66,11 @@ class RolloutCache:
         if self._store is None:
             return None
         return (self._store.data_ptr(), self._key)
+
+    @property
+    def filled(self) -> np.ndarray | bool:
+        """``[K, n_branches]`` mask of the entries holding a computed value (False if none)."""
+        return False if self._filled is None else self._filled.copy()
 
     @property
     def ready(self) -> bool:

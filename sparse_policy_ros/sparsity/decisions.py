@@ -8,7 +8,8 @@ pruner both produce it; one sampler executes it. Execution rules:
 * REUSE_BLOCK takes the latest *computed* branch of the same kind earlier in the same forward;
   where no such branch exists it is rewritten to REUSE_STEP by :func:`make_executable`;
 * REUSE_STEP takes this branch's latest computed value from an earlier step of this call;
-* REUSE_ROLLOUT takes this branch at this step from the RolloutCache (earlier calls).
+* REUSE_ROLLOUT takes this branch at this step from the RolloutCache (earlier calls); where
+  the cache does not hold that entry (after a reset) it is computed instead.
 
 As text (a pruner's recorded table in pruner.json), a decisions tensor is one string per step
 holding its branches' lower-case Decision names separated by spaces (:func:`to_rows`).
@@ -16,6 +17,7 @@ holding its branches' lower-case Decision names separated by spaces (:func:`to_r
 
 from enum import IntEnum
 
+import numpy as np
 import torch
 
 BRANCHES_PER_LAYER = 3
@@ -59,19 +61,24 @@ def validate_decisions(decisions: torch.Tensor, steps: int, n_branches: int) -> 
             f'got range [{int(decisions.min())}, {int(decisions.max())}]')
 
 
-def make_executable(decisions: torch.Tensor, rollout_available: bool = True) -> torch.Tensor:
+def make_executable(decisions: torch.Tensor,
+                    rollout_available: 'bool | np.ndarray | torch.Tensor' = True) -> torch.Tensor:
     """
     Apply the execution rules; returns a new CPU int8 tensor that the sampler can run.
 
     Step 0 becomes all COMPUTE; REUSE_BLOCK without an earlier computed branch of the same
-    kind in that step becomes REUSE_STEP; without a rollout cache (first call after a reset)
-    everything becomes COMPUTE.
+    kind in that step becomes REUSE_STEP; REUSE_ROLLOUT of an entry the rollout cache does
+    not hold becomes COMPUTE. ``rollout_available``: True (every entry held), False (none:
+    the first call after a reset) or a ``[K, n_branches]`` bool mask of the entries held
+    (``RolloutCache.filled``). Only the entries a call reads from earlier calls need them:
+    a schedule without REUSE_ROLLOUT runs at its own sparsity on the first call too.
     """
     out = decisions.detach().to('cpu', DECISION_DTYPE).clone()
-    if not rollout_available:
-        out.fill_(int(Decision.COMPUTE))
-        return out
     out[0] = int(Decision.COMPUTE)
+    if rollout_available is not True:
+        held = torch.as_tensor(np.broadcast_to(np.asarray(rollout_available, dtype=bool),
+                                               tuple(out.shape)).copy())
+        out[(out == Decision.REUSE_ROLLOUT) & ~held] = int(Decision.COMPUTE)
     computed = out == Decision.COMPUTE  # (K, nb)
     k, nb = out.shape
     by_kind = computed.view(k, nb // BRANCHES_PER_LAYER, BRANCHES_PER_LAYER)

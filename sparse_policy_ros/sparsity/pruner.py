@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 import time
 
+import numpy as np
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 import torch
@@ -370,7 +371,7 @@ class PrunerResult:
     """Handle on a (possibly still running) pruner call; ``result()`` gives CPU decisions."""
 
     def __init__(self, future: Future | None = None, event: 'torch.cuda.Event | None' = None,
-                 host: torch.Tensor | None = None, rollout_available: bool = True):
+                 host: torch.Tensor | None = None, rollout_available: 'bool | np.ndarray' = True):
         self._future = future
         self._event = event
         self._host = host
@@ -437,14 +438,14 @@ class AsyncPrunerRunner:
         return decisions, (time.perf_counter() - start) * 1e3
 
     def run_sync(self, memory: torch.Tensor, target_sparsity: float | None,
-                 rollout_available: bool = True) -> PrunerResult:
+                 rollout_available: 'bool | np.ndarray' = True) -> PrunerResult:
         """Run the pruner on this thread: the reference path, also used when counting FLOPs."""
         done: Future = Future()
         done.set_result(self._run_sync(memory, target_sparsity))
         return PrunerResult(future=done, rollout_available=rollout_available)
 
     def launch(self, memory: torch.Tensor, target_sparsity: float | None,
-               rollout_available: bool = True) -> PrunerResult:
+               rollout_available: 'bool | np.ndarray' = True) -> PrunerResult:
         """Start the pruner and return at once."""
         if self._stream is None:
             future = self._executor.submit(self._run_sync, memory, target_sparsity)

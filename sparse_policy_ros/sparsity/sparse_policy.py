@@ -50,7 +50,8 @@ class PredictStats:
     sparsity: float = 0.0  # fraction of (step, branch) entries reused in this call
     flops: int | None = None  # FlopCounterMode total when counting was requested
     cache_bytes: int = 0  # rollout cache memory
-    dense_call: bool = True  # True when every branch was computed (first call, dense mode)
+    dense_call: bool = True  # True when every branch was computed (dense mode, sparsity 0)
+    cold_call: bool = False  # True when the rollout cache held nothing (first after a reset)
     decisions: torch.Tensor | None = field(default=None, repr=False)  # executed [K, nb]
 
 
@@ -210,7 +211,7 @@ class SparsePolicy:
                    cuda_graphs=cuda_graphs, int8_linears=int8_linears)
 
     def reset(self) -> None:
-        """Forget the rollout cache: the next call is dense."""
+        """Forget the rollout cache: the next call computes what it would have reused from it."""
         self.cache.reset()
 
     @property
@@ -220,10 +221,10 @@ class SparsePolicy:
 
     def warmup(self) -> None:
         """
-        Run a dense and a sparse call on a blank observation, then reset.
+        Run a first call and a second one (cache filled) on a blank observation, then reset.
 
-        With CUDA graphs the pair runs once more, so that the graphs of the dense first call
-        and of the static schedule are captured here rather than during the first episode.
+        With CUDA graphs the pair runs once more, so that the graphs of both kinds of call are
+        captured here rather than during the first episode.
         """
         _, h, w = self.config.image_shape
         t = self.config.n_obs_steps
@@ -248,8 +249,9 @@ class SparsePolicy:
         policy with other steps. The output also depends on the rollout cache, and a replay is
         a call like any other (it writes the cache). A replay right after the call it repeats
         gives the same actions bit for bit (reused entries are never overwritten), unless that
-        call found the cache incomplete (the first after a reset: it was dense, the replay may
-        reuse); a replay after a reset gives the dense call's actions.
+        call found entries it would reuse from earlier calls missing (the first after a reset
+        computes those; the replay may reuse them); a replay after a reset gives a first call's
+        actions, the same as the original for decisions that reuse nothing across calls.
         """
         images, state = validate_observation(observation, self.config)
         if noise is not None:
@@ -284,18 +286,20 @@ class SparsePolicy:
         rollout_ok = self.cache.prepare(steps, self.n_branches,
                                         (1, self.config.horizon, self.config.n_emb),
                                         memory.dtype, self.device)
+        # The entries earlier calls left: only reuse-rollout decisions read them.
+        held = True if rollout_ok else self.cache.filled
         pending: PrunerResult | None = None
-        if self._runner is not None and rollout_ok:
+        if self._runner is not None:
             synchronous = synchronous_pruner or not self.async_pruner
             launch = self._runner.run_sync if synchronous else self._runner.launch
-            pending = launch(memory, self.target_sparsity, rollout_ok)
+            pending = launch(memory, self.target_sparsity, held)
         executed: list[torch.Tensor] = []
 
         def get_decisions() -> torch.Tensor:
             if pending is not None:
                 decisions = pending.result()
             else:
-                decisions = make_executable(self._planned_static(), rollout_ok)
+                decisions = make_executable(self._planned_static(), held)
             executed.append(decisions)
             return decisions
 
@@ -322,6 +326,7 @@ class SparsePolicy:
         stats.denoise_ms = (end - encoded) * 1e3
         stats.total_ms = (end - start) * 1e3
         stats.dense_call = sparsity_of(decisions) == 0.0
+        stats.cold_call = not rollout_ok and not np.any(held)
         # Against the nominal dense work, so fewer-step DDIM reports the work it skips too.
         computed = (1.0 - sparsity_of(decisions)) * decisions.shape[0]
         stats.sparsity = 1.0 - computed / self.nominal_steps

@@ -5,11 +5,14 @@ Pruner distillation CLI.
 
 The policy is frozen. Observations come from whole trajectories taken in order, one policy
 call every ``n_action_steps`` steps, so reuse-rollout is trained the way it is used
-(consecutive calls, the first call of a trajectory dense). The reference is the dense policy's
-chunk for the same fixed noise; gates are straight-through over the 4 decisions; loss =
-L1(sparse, dense) + weight * |achieved sparsity - target|. The pruner is saved next to the
-policy with its record: target, achieved sparsity and held-out action error, compared with
-the static 'fixed' schedule at the same sparsity.
+(consecutive calls). The first call of a trajectory is run dense here to fill the rollout; at
+inference it runs the pruner's decisions and computes only the reuse-rollout entries it cannot
+read, so a pruner that reuses across calls sees slightly different rollout values at its second
+call than in training (one that does not, like the shipped one, is unaffected). The reference
+is the dense policy's chunk for the same fixed noise; gates are straight-through over the 4
+decisions; loss = L1(sparse, dense) + weight * |achieved sparsity - target|. The pruner is saved
+next to the policy with its record: target, achieved sparsity and held-out action error,
+compared with the static 'fixed' schedule at the same sparsity.
 """
 
 import argparse
@@ -117,17 +120,17 @@ def evaluate_contexts(model: DiffusionPolicy, scheduler: NoiseScheduler,
     errors, sparsities = [], []
     for calls in contexts:
         cache = RolloutCache()
-        for ctx in calls:
+        for index, ctx in enumerate(calls):
             ready = cache.prepare(scheduler.num_inference_steps, model.config.n_branches,
                                   (1, model.config.horizon, model.config.n_emb),
                                   ctx.memory.dtype, ctx.memory.device)
-            executed = make_executable(decisions_for(ctx), ready)
+            executed = make_executable(decisions_for(ctx), True if ready else cache.filled)
             with torch.no_grad():
                 out = sample_sparse(model, ctx.memory, scheduler, ctx.noise, cache,
                                     lambda: executed)
             errors.append(float((model.normalizer.normalize(ACTION, out)
                                  - ctx.reference).abs().mean()))
-            if ready:  # the first call of a trajectory is dense by design: not counted
+            if index > 0:  # the first call of a trajectory cannot reuse across calls
                 sparsities.append(sparsity_of(executed))
     return float(np.mean(errors)), float(np.mean(sparsities))
 
