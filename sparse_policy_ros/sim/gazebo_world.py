@@ -91,13 +91,9 @@ def _friction(parent: ElementTree.Element, mu: float) -> None:
     _text(ode, 'mu2', number(mu))
 
 
-def _static_model(world: ElementTree.Element, model: mujoco.MjModel, geom: str, position,
-                  collide: bool) -> None:
-    geom_id = model.geom(geom).id
-    element = ElementTree.SubElement(world, 'model', {'name': geom})
-    _text(element, 'static', 'true')
-    _pose(element, position)
-    link = ElementTree.SubElement(element, 'link', {'name': 'link'})
+def _geometry_and_looks(link: ElementTree.Element, model: mujoco.MjModel, geom_id: int,
+                        collide: bool) -> None:
+    """Add the geom's collision (with its friction) if ``collide``, and its visual."""
     if collide:
         collision = ElementTree.SubElement(link, 'collision', {'name': 'collision'})
         _shape(collision, model, geom_id)
@@ -107,9 +103,17 @@ def _static_model(world: ElementTree.Element, model: mujoco.MjModel, geom: str, 
     _material(visual, _geom_rgba(model, geom_id))
 
 
+def _static_model(world: ElementTree.Element, model: mujoco.MjModel, geom: str, position,
+                  collide: bool) -> None:
+    element = ElementTree.SubElement(world, 'model', {'name': geom})
+    _text(element, 'static', 'true')
+    _pose(element, position)
+    link = ElementTree.SubElement(element, 'link', {'name': 'link'})
+    _geometry_and_looks(link, model, model.geom(geom).id, collide)
+
+
 def _puck(world: ElementTree.Element, model: mujoco.MjModel) -> None:
     body_id = model.body('puck').id
-    geom_id = model.geom('puck').id
     element = ElementTree.SubElement(world, 'model', {'name': 'puck'})
     _pose(element, (*PUCK_XY, float(model.body_pos[body_id, 2])))
     link = ElementTree.SubElement(element, 'link', {'name': 'link'})
@@ -120,12 +124,7 @@ def _puck(world: ElementTree.Element, model: mujoco.MjModel) -> None:
     for tag, value in (('ixx', ixx), ('ixy', 0.0), ('ixz', 0.0), ('iyy', iyy), ('iyz', 0.0),
                        ('izz', izz)):
         _text(inertia, tag, number(value))
-    collision = ElementTree.SubElement(link, 'collision', {'name': 'collision'})
-    _shape(collision, model, geom_id)
-    _friction(collision, float(model.geom_friction[geom_id, 0]))
-    visual = ElementTree.SubElement(link, 'visual', {'name': 'visual'})
-    _shape(visual, model, geom_id)
-    _material(visual, _geom_rgba(model, geom_id))
+    _geometry_and_looks(link, model, model.geom('puck').id, collide=True)
 
 
 def camera_rotation(model: mujoco.MjModel, camera: str) -> np.ndarray:
