@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from .policy.checkpoint import load_policy, write_json
 from .policy.config import PolicyConfig
+from .policy.ddim_timesteps import DDIM_TIMESTEPS_FILE, load_ddim_timesteps
 from .policy.model import DiffusionPolicy
 from .policy.observation import OBS_IMAGES, OBS_STATE
 from .sparsity.decisions import Decision
@@ -45,7 +46,7 @@ from .sparsity.sparse_policy import resolve_async_pruner, resolve_device, Sparse
 
 logger = logging.getLogger(__name__)
 
-SPARSE_MODES = ('fora', 'fixed', 'ddim', 'pruner')
+SPARSE_MODES = ('fora', 'fixed', 'ddim', 'ddim_searched', 'pruner')
 DEFAULT_SPARSITIES = (0.5, 0.8, 0.95)
 # Targets of the project (DESIGN.md) at the highest benchmarked sparsity.
 TARGET_SPARSITY = 0.95
@@ -75,8 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              '(default 3, 1 with --quick)')
     parser.add_argument('--sparsity', type=float, nargs='+', default=list(DEFAULT_SPARSITIES),
                         help='target sparsities to benchmark')
-    parser.add_argument('--modes', nargs='+', choices=SPARSE_MODES, default=list(SPARSE_MODES),
-                        help='sparse modes to compare with dense')
+    parser.add_argument('--modes', nargs='+', choices=SPARSE_MODES, default=None,
+                        help='sparse modes to compare with dense (default: all; ddim_searched '
+                             'only with a --model folder that has a ddim_timesteps.json)')
     parser.add_argument('--pruner-overlap', choices=('auto', 'both'), default='both',
                         help="'both' also runs the pruner with the opposite overlap setting")
     parser.add_argument('--threads', type=int, default=None,
@@ -105,6 +107,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f'--sparsity values must be in (0, 1), got {s}')
     if args.quick and args.model is not None:
         parser.error('--quick builds a tiny random model; it cannot be combined with --model')
+    if args.modes is None:
+        searched = args.model is not None and (args.model / DDIM_TIMESTEPS_FILE).is_file()
+        args.modes = [m for m in SPARSE_MODES if m != 'ddim_searched' or searched]
+    if 'ddim_searched' in args.modes and args.model is None:
+        parser.error('--modes ddim_searched reads the searched timesteps of a model folder '
+                     '(ddim_timesteps.json): pass --model')
     return args
 
 
@@ -189,10 +197,13 @@ class RowRunner:
             # The frozen view lives on the model, which the other rows share: a copy of its own.
             model = copy.deepcopy(model)
             self.label += ', module calls' if view == 'modules' else ', int8'
+        sets = (load_ddim_timesteps(args.model, model.config)
+                if mode == 'ddim_searched' else None)
         self.policy = SparsePolicy(model, pruner if mode == 'pruner' else None, mode=mode,
                                    target_sparsity=target, device=args.device, warmup=True,
                                    seed=args.seed, async_pruner=async_pruner,
-                                   freeze=self.frozen, int8_linears=self.int8)
+                                   freeze=self.frozen, int8_linears=self.int8,
+                                   ddim_timesteps=sets)
         self.wall: list[float] = []
         self.stats = []
 

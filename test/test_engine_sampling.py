@@ -140,9 +140,9 @@ def test_sparse_policy_dense_mode_equals_dense_sampler():
     model = policy.model
     images, state = validate_observation(obs, config)
     with torch.inference_mode():
-        image_t, state_t = model.observation_to_tensors(images, state, torch.device('cpu'))
-        memory = condition_all_steps(model, model.encode_observation(image_t, state_t),
-                                     policy.scheduler)
+        # The policy encodes frame by frame (test_engine_frame_cache: close to the batched
+        # encoder, bit-identical to itself with the frame cache).
+        memory = condition_all_steps(model, policy.encode(images, state), policy.scheduler)
         # On a CPU the policy projects the cross-attention keys/values once per call.
         net = model.transformer
         time_memory = time_memory_for(model, policy.scheduler, torch.device('cpu'))

@@ -142,3 +142,36 @@ def test_ddim_steps_with_a_reused_eps_compose_into_one_jump():
     for k in range(start, start + m):
         out = ddpm.step(k, eps, out, torch.randn(x.shape, generator=gen))
     assert (out - jump).abs().mean() > 0.1
+
+
+@pytest.mark.parametrize('kind', ['ddim', 'ddpm'])
+def test_explicit_timesteps_equal_the_strided_default_and_step_to_the_next(kind):
+    strided = NoiseScheduler(config(), 5, kind=kind)
+    explicit = NoiseScheduler(config(), kind=kind, timesteps=[80, 60, 40, 20, 0])
+    assert explicit.timesteps.tolist() == strided.timesteps.tolist()
+    assert explicit._affine == strided._affine  # the same floats, so the same samples
+    # Free spacing: step k of DDIM with the true noise lands on the marginal of the next one.
+    searched = NoiseScheduler(config(), kind='ddim', timesteps=[99, 82, 60, 37, 17, 2])
+    assert searched.num_inference_steps == 6
+    x0 = torch.rand(4, 8, 3) * 1.6 - 0.8
+    eps = torch.randn(4, 8, 3)
+    ts = searched.timesteps.tolist()
+    for k, t in enumerate(ts):
+        x = searched.add_noise(x0, eps, torch.full((4,), t))
+        out = searched.step(k, eps, x, None)
+        if k + 1 < len(ts):
+            expected = searched.add_noise(x0, eps, torch.full((4,), ts[k + 1]))
+        else:
+            expected = x0
+        torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('timesteps, message', [
+    ([], 'non-empty list of ints'), ([99, 50.0], 'non-empty list of ints'),
+    ([100, 50], r'lie in \[0, 99\], got \[100, 50\]'), ([50, -1], r'lie in \[0, 99\]'),
+    ([50, 60], r'strictly decreasing, got \[50, 60\]'), ([50, 50], 'strictly decreasing')])
+def test_bad_explicit_timesteps_are_refused_naming_them(timesteps, message):
+    with pytest.raises(ValueError, match=message):
+        NoiseScheduler(config(), kind='ddim', timesteps=timesteps)
+    with pytest.raises(ValueError, match='num_inference_steps 3 disagrees with the 2'):
+        NoiseScheduler(config(), 3, kind='ddim', timesteps=[90, 10])

@@ -171,7 +171,7 @@ def test_default_model_folder_has_every_file_within_20_mb_and_no_pickles():
     # Issue 5: config, weights, stats, pruner and a model card; 20 MB at most in total.
     names = {path.name for path in DEFAULT_MODEL.iterdir()}
     assert names == {'MODEL_CARD.md', 'config.json', 'model.safetensors', 'stats.safetensors',
-                     'pruner.json', 'pruner.safetensors'}
+                     'pruner.json', 'pruner.safetensors', 'ddim_timesteps.json'}
     total = sum(path.stat().st_size for path in DEFAULT_MODEL.iterdir())
     assert total <= 20_000_000, f'models/default holds {total} bytes, more than 20 MB'
     card = (DEFAULT_MODEL / 'MODEL_CARD.md').read_text()

@@ -45,5 +45,17 @@ def test_coordinate_descent_finds_the_minimum_and_keeps_the_budget():
     assert history[0]['steps'] == [0, 25, 50, 74, 99] and history[-1]['cost'] == 0.0
     assert all(len(h['steps']) == 5 and h['steps'][0] == 0 for h in history)
     assert len(calls) == len(set(calls))  # memoised: no schedule scored twice
-    with pytest.raises(ValueError, match='start must be distinct steps beginning with 0'):
+    with pytest.raises(ValueError, match='start must be distinct steps including 0'):
         coordinate_descent(cost, 100, (1, 20))
+    # Unpinned (DDIM timesteps): the first step moves too and can leave 0.
+    shifted = (6, 20, 45, 70, 95)
+
+    def cost_shifted(steps):
+        return float(sum(abs(a - b) for a, b in zip(steps, shifted)))
+
+    best, value, _ = coordinate_descent(cost_shifted, 100, evenly_spaced_steps(100, 5),
+                                        max_passes=50, pin_first=False)
+    assert best == shifted and value == 0.0
+    pinned, pinned_value, _ = coordinate_descent(cost_shifted, 100, evenly_spaced_steps(100, 5),
+                                                 max_passes=50)
+    assert pinned[0] == 0 and pinned_value == 6.0

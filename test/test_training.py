@@ -445,3 +445,34 @@ def test_searched_steps_beat_fora_and_start_a_pruner_exactly_there(
     assert train_pruner_main(['--policy', str(trained), '--dataset', str(dataset),
                               '--init-steps', str(tmp_path / 'bad.json'),
                               '--out', str(tmp_path / 'q')]) == 2
+
+
+def test_ddim_search_beats_uniform_spacing_and_saves_into_the_policy_folder(
+        trained, dataset, tmp_path, capsys):
+    folder = tmp_path / 'policy'
+    folder.mkdir()
+    for name in ('config.json', 'model.safetensors', 'stats.safetensors'):
+        (folder / name).write_bytes((trained / name).read_bytes())
+    record_path = tmp_path / 'ddim.json'
+    assert search_main(['--policy', str(folder), '--dataset', str(dataset), '--kind', 'ddim',
+                        '--budget', '3', '--trajectories', '2', '--max-calls', '4', '--save',
+                        '--out', str(record_path)]) == 0
+    record = json.loads(record_path.read_text())
+    assert record['kind'] == 'ddim' and record['budget'] == 3
+    assert len(record['timesteps']) == 3 and record['search_start'] in ('uniform', 'evenly_spaced')
+    assert record['evenly_spaced_timesteps'] == [9, 5, 0]
+    assert record['uniform_timesteps'] == [6, 3, 0]
+    assert record['action_l1'] <= min(record['evenly_spaced_action_l1'],
+                                      record['uniform_action_l1'])
+    assert 'searched' in capsys.readouterr().out
+    policy = SparsePolicy.from_pretrained(folder, device='cpu', mode='ddim_searched',
+                                          target_sparsity=0.7, warmup=False)
+    assert policy.scheduler.timesteps.tolist() == record['timesteps']
+    policy.close()
+    for bad, message in ((['--kind', 'ddim', '--budget', '11', '--save'],
+                          '--budget must be in [1, 10]'),
+                         (['--budget', '3', '--out', str(tmp_path / 'x.json')],
+                          '--budget and --save go with --kind ddim'),
+                         (['--kind', 'ddim'], 'give --out FILE')):
+        assert search_main(['--policy', str(folder), '--dataset', str(dataset), *bad]) == 2
+        assert message in capsys.readouterr().err

@@ -169,9 +169,14 @@ class ObservationEncoder(nn.Module):
     def forward(self, images: dict[str, torch.Tensor], state: torch.Tensor) -> torch.Tensor:
         """Images: camera -> uint8 (B, T, 3, H, W); state normalized (B, T, D) -> (B, T, F)."""
         b, t = state.shape[:2]
-        features = []
-        for name in self.camera_names:
-            frames = images[name].flatten(0, 1).float() / 127.5 - 1.0  # (B*T, 3, H, W)
-            features.append(self.cameras[name](frames).view(b, t, -1))
-        features.append(self.state_mlp(state))
-        return torch.cat(features, dim=-1)
+        features = [self.image_features(name, images[name].flatten(0, 1)).view(b, t, -1)
+                    for name in self.camera_names]
+        return self.tokens(features, state)
+
+    def image_features(self, name: str, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (N, 3, H, W) of camera ``name`` -> (N, image_feature_dim)."""
+        return self.cameras[name](frames.float() / 127.5 - 1.0)
+
+    def tokens(self, camera_features: list[torch.Tensor], state: torch.Tensor) -> torch.Tensor:
+        """Per-camera features (B, T, F_cam) in camera order + normalized state -> (B, T, F)."""
+        return torch.cat([*camera_features, self.state_mlp(state)], dim=-1)

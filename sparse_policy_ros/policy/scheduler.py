@@ -3,10 +3,13 @@ DDPM and DDIM noise schedulers (epsilon prediction), written for a fixed step co
 
 Both precompute every per-step coefficient at construction so that a denoising step is a few
 tensor ops with no Python-side recomputation; ``timesteps[k]`` is the diffusion time of
-denoising step ``k`` (k = 0 is the noisiest).
+denoising step ``k`` (k = 0 is the noisiest). The timesteps are evenly strided by default or
+any strictly decreasing set of training timesteps (``search-schedule --kind ddim`` searches
+one for a budget of steps).
 """
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -26,28 +29,55 @@ def make_betas(num_train_timesteps: int, beta_schedule: str) -> torch.Tensor:
     raise ValueError(f'beta_schedule must be squaredcos_cap_v2 or linear, got {beta_schedule!r}')
 
 
+def check_timesteps(timesteps: Sequence[int], num_train_timesteps: int) -> torch.Tensor:
+    """Return ``timesteps`` as a long tensor; ValueError unless strictly decreasing in range."""
+    values = list(timesteps)
+    if not values or not all(isinstance(t, int) and not isinstance(t, bool) for t in values):
+        raise ValueError(f'timesteps must be a non-empty list of ints, got {values!r}')
+    if any(t < 0 or t >= num_train_timesteps for t in values):
+        raise ValueError(f'timesteps must lie in [0, {num_train_timesteps - 1}], got {values}')
+    if any(b >= a for a, b in zip(values, values[1:])):
+        raise ValueError(f'timesteps must be strictly decreasing, got {values}')
+    return torch.tensor(values, dtype=torch.long)
+
+
 class NoiseScheduler:
     """Forward noising for training and reverse steps for sampling (DDPM or DDIM, eta=0)."""
 
     def __init__(self, config: PolicyConfig, num_inference_steps: int | None = None,
-                 kind: str | None = None):
+                 kind: str | None = None, timesteps: Sequence[int] | None = None):
+        """
+        Precompute the reverse-step coefficients.
+
+        ``timesteps``: the training timesteps of the denoising steps, strictly decreasing in
+        [0, num_train_timesteps - 1]; each step then goes to the next one (the last to the
+        clean sample). None: ``num_inference_steps`` evenly strided ones.
+        """
         self.kind = kind or config.scheduler
         if self.kind not in ('ddpm', 'ddim'):
             raise ValueError(f'scheduler must be one of [ddpm, ddim], got {self.kind!r}')
         self.num_train_timesteps = config.num_train_timesteps
-        steps = num_inference_steps or config.num_inference_steps
-        if not 1 <= steps <= self.num_train_timesteps:
-            raise ValueError(
-                f'num_inference_steps must be in [1, {self.num_train_timesteps}], got {steps}')
+        if timesteps is not None:
+            self.timesteps = check_timesteps(timesteps, self.num_train_timesteps)
+            steps = len(self.timesteps)
+            if num_inference_steps not in (None, steps):
+                raise ValueError(f'num_inference_steps {num_inference_steps} disagrees with '
+                                 f'the {steps} timesteps given')
+        else:
+            steps = num_inference_steps or config.num_inference_steps
+            if not 1 <= steps <= self.num_train_timesteps:
+                raise ValueError(f'num_inference_steps must be in [1, '
+                                 f'{self.num_train_timesteps}], got {steps}')
+            stride = self.num_train_timesteps // steps
+            self.timesteps = torch.arange(steps - 1, -1, -1, dtype=torch.long) * stride
         self.num_inference_steps = steps
         self.clip_sample = config.clip_sample
         betas = make_betas(self.num_train_timesteps, config.beta_schedule)
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         self.alphas_cumprod = alphas_cumprod.float()
-        stride = self.num_train_timesteps // steps
-        self.timesteps = torch.arange(steps - 1, -1, -1, dtype=torch.long) * stride
         a_t = alphas_cumprod[self.timesteps]
-        prev = self.timesteps - stride
+        # Each step lands on the next step's timestep; -1 (after the last) is the clean sample.
+        prev = torch.cat([self.timesteps[1:], torch.tensor([-1], dtype=torch.long)])
         a_prev = torch.where(prev >= 0, alphas_cumprod[prev.clamp_min(0)],
                              torch.ones_like(a_t))
         # The reverse step as two affine maps with per-step Python floats (float64 algebra):

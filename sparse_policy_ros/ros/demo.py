@@ -167,7 +167,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="model folder; '' = models/default, or random weights if missing")
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--sparsity-mode', default=None,
-                        choices=('dense', 'pruner', 'fora', 'fixed', 'ddim'),
+                        choices=('dense', 'pruner', 'fora', 'fixed', 'ddim',
+                                 'ddim_searched'),
                         help='override config/policy.yaml')
     parser.add_argument('--target-sparsity', type=float, default=None,
                         help='override config/policy.yaml')

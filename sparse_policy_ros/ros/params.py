@@ -20,7 +20,7 @@ READ_ONLY = 'read_only'
 CONFIGURE = 'configure'
 RUNTIME = 'runtime'
 
-SPARSITY_MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim')
+SPARSITY_MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim', 'ddim_searched')
 DEVICES = ('auto', 'cpu', 'cuda')
 OUTPUT_TYPES = ('joint_trajectory', 'forward_position', 'both', 'preview')
 RANDOM_MODEL = 'random'
@@ -96,7 +96,9 @@ POLICY_PARAMS = (
               'CUDA device it does not apply: float32 kernels, and a warning in the log.',
               CONFIGURE),
     ParamSpec('sparsity_mode', 'pruner', 'How branches are skipped: dense, the learned pruner, '
-              'or a static baseline schedule.', CONFIGURE, choices=SPARSITY_MODES),
+              'a static baseline schedule, or fewer DDIM steps (ddim: evenly strided; '
+              "ddim_searched: the model folder's searched timesteps, "
+              'ddim_timesteps.json).', CONFIGURE, choices=SPARSITY_MODES),
     ParamSpec('target_sparsity', -1.0, 'Fraction of (step, branch) entries reused, in [0, 1); '
               '-1 = the checkpoint default (pruner) / required for fora, fixed and ddim.',
               CONFIGURE, value_range=(-1.0, 0.999)),

@@ -37,7 +37,7 @@ from .envs import env_name_for_task, ENV_NAMES, make_env
 from ..policy.checkpoint import load_config
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..sparsity.decisions import Decision, N_DECISIONS
-from ..sparsity.sparse_policy import MODES, SparsePolicy
+from ..sparsity.sparse_policy import FEWER_STEP_MODES, MODES, SparsePolicy
 
 MODE_ALIASES = {'static': 'fixed'}
 DEFAULT_SEED_START = 100_000  # record-demos uses small seeds; evaluation stays far from them
@@ -85,7 +85,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             flops.append(chunk.stats.flops)
         else:
             latencies.append(chunk.stats.total_ms)
-        if call > 0 or policy.mode in ('dense', 'ddim'):  # call 0 after a reset is dense
+        if call > 0 or policy.mode in ('dense',) + FEWER_STEP_MODES:  # call 0: dense
             sparsities.append(chunk.stats.sparsity)
             executed_kinds = chunk.stats.decisions.flatten().to('cpu', torch.int64).numpy()
             decision_counts += np.bincount(executed_kinds, minlength=N_DECISIONS)

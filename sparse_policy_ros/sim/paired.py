@@ -100,10 +100,23 @@ def load_mode(spec: str) -> tuple[str, dict[int, bool]]:
     Several files (e.g. one evaluation split over two processes by ``--seed-start``) are merged;
     a seed in more than one of them is an error.
     """
+    label, rows = load_mode_rows(spec)
+    merged: dict[int, bool] = {}
+    for path, row in rows:
+        outcomes = outcomes_by_seed(row)
+        repeated = sorted(set(outcomes) & set(merged))
+        if repeated:
+            raise ValueError(f'{path} repeats seeds {repeated[:5]} of the files before it')
+        merged.update(outcomes)
+    return label, merged
+
+
+def load_mode_rows(spec: str) -> tuple[str, list[tuple[Path, dict]]]:
+    """Read ``FILE[,FILE...][:MODE]``; return (label, [(file, its row of that mode)])."""
     path_text, _, mode = spec.rpartition(':') if not Path(spec).exists() else (spec, '', '')
     if not path_text:
         path_text, mode = mode, ''
-    merged: dict[int, bool] = {}
+    found = []
     labels = []
     for part in path_text.split(','):
         path = Path(part)
@@ -119,13 +132,9 @@ def load_mode(spec: str) -> tuple[str, dict[int, bool]]:
             chosen = names[0]
         if chosen not in names:
             raise ValueError(f'{path} has no mode {chosen!r}; it holds {names}')
-        outcomes = outcomes_by_seed(rows[names.index(chosen)])
-        repeated = sorted(set(outcomes) & set(merged))
-        if repeated:
-            raise ValueError(f'{path} repeats seeds {repeated[:5]} of the files before it')
-        merged.update(outcomes)
+        found.append((path, rows[names.index(chosen)]))
         labels.append(path.parent.name)
-    return f"{'+'.join(labels)}:{chosen}", merged
+    return f"{'+'.join(labels)}:{chosen}", found
 
 
 def markdown_table(rows: list[PairedComparison]) -> str:

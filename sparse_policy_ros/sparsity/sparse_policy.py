@@ -28,6 +28,8 @@ from .sampler import sample_sparse
 from .schedules import ddim_steps_for, static_schedule
 from ..policy.checkpoint import load_policy
 from ..policy.config import PolicyConfig
+from ..policy.ddim_timesteps import load_ddim_timesteps, searched_timesteps_for
+from ..policy.frame_cache import FrameFeatureCache
 from ..policy.model import DiffusionPolicy
 from ..policy.observation import OBS_IMAGES, OBS_STATE, validate_observation
 from ..policy.sampler import condition_all_steps, SamplingNoise, time_memory_for
@@ -35,7 +37,9 @@ from ..policy.scheduler import NoiseScheduler
 
 logger = logging.getLogger(__name__)
 
-MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim')
+MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim', 'ddim_searched')
+# Modes that sample fewer denoising steps (every branch computed at each of them).
+FEWER_STEP_MODES = ('ddim', 'ddim_searched')
 
 
 @dataclass
@@ -43,6 +47,9 @@ class PredictStats:
     """Timing and work of one predict call (milliseconds, FLOPs, bytes)."""
 
     encode_ms: float = 0.0  # observation encoding + conditioning for all steps
+    encoder_ms: float = 0.0  # the image and state encoders alone (part of encode_ms)
+    frames_encoded: int = 0  # camera frames run through the image encoder in this call
+    frames_reused: int = 0  # camera frames whose features an earlier call had computed
     pruner_ms: float = 0.0  # time the denoising loop waited for the pruner (0 when overlapped)
     pruner_run_ms: float = 0.0  # the pruner's own run time (off the critical path)
     denoise_ms: float = 0.0  # all denoising steps
@@ -106,12 +113,23 @@ class SparsePolicy:
                  target_sparsity: float | None = None, num_inference_steps: int | None = None,
                  device: str | torch.device = 'auto', warmup: bool = True, seed: int = 0,
                  async_pruner: bool | None = None, cuda_graphs: bool | None = None,
-                 freeze: bool = True, int8_linears: bool = False):
+                 freeze: bool = True, int8_linears: bool = False,
+                 ddim_timesteps: dict[int, list[int]] | None = None,
+                 encoder_cache: bool = True):
+        """
+        Build the policy on ``device`` (see the class and module docs for the modes).
+
+        ``ddim_timesteps``: budget -> searched DDIM timesteps (``ddim_timesteps.json`` of the
+        model folder); mode 'ddim_searched' samples the set of ``ddim_steps_for(K, target)``.
+        ``encoder_cache``: keep the image features of the last frames, so that a frame seen by
+        the previous call is not encoded again (policy/frame_cache.py; bit-identical). False
+        encodes every frame of every call the same way (the benchmark's ablation).
+        """
         if mode not in MODES:
             raise ValueError(f'mode must be one of {list(MODES)}, got {mode!r}')
         if mode == 'pruner' and pruner is None:
             raise ValueError("mode 'pruner' needs a trained pruner (pruner.safetensors), got none")
-        if mode in ('fora', 'fixed', 'ddim') and target_sparsity is None:
+        if mode in ('fora', 'fixed') + FEWER_STEP_MODES and target_sparsity is None:
             raise ValueError(f'mode {mode!r} needs target_sparsity, got None')
         self.config: PolicyConfig = model.config
         self.device = resolve_device(device)
@@ -136,6 +154,11 @@ class SparsePolicy:
         if mode == 'ddim':
             self.scheduler = NoiseScheduler(self.config, ddim_steps_for(steps, target_sparsity),
                                             kind='ddim')
+        elif mode == 'ddim_searched':
+            budget = ddim_steps_for(steps, target_sparsity)
+            self.scheduler = NoiseScheduler(
+                self.config, kind='ddim',
+                timesteps=searched_timesteps_for(ddim_timesteps or {}, budget))
         else:
             self.scheduler = NoiseScheduler(self.config, steps)
         self.n_branches = self.config.n_branches
@@ -153,11 +176,14 @@ class SparsePolicy:
         use_graphs = self.device.type == 'cuda' if cuda_graphs is None else cuda_graphs
         self._graphed = GraphedSampler() if use_graphs else None
         self._static = None
-        if mode in ('dense', 'fora', 'fixed', 'ddim'):
+        if mode in ('dense', 'fora', 'fixed') + FEWER_STEP_MODES:
             name = mode if mode in ('fora', 'fixed') else 'dense'
             self._static = static_schedule(name, self.scheduler.num_inference_steps,
                                            self.n_branches, target_sparsity)
         self.cache = RolloutCache()
+        # Per camera: this call's frames plus one spare.
+        self.frame_cache = FrameFeatureCache(self.config.n_obs_steps + 1)
+        self.encoder_cache = encoder_cache
         # The time tokens' memory depends only on the (frozen) weights and the steps.
         with torch.inference_mode():
             self._time_memory = time_memory_for(self.model, self.scheduler, self.device)
@@ -179,13 +205,24 @@ class SparsePolicy:
                         seed: int = 0, async_pruner: bool | None = None,
                         cuda_graphs: bool | None = None,
                         int8_linears: bool = False) -> 'SparsePolicy':
-        """Load a model folder (and its pruner when ``mode='pruner'``)."""
+        """
+        Load a model folder.
+
+        With it its pruner when ``mode='pruner'``, its searched DDIM timesteps
+        (``ddim_timesteps.json``) when ``mode='ddim_searched'``.
+        """
         model = load_policy(path)
         pruner = load_pruner(path)[0] if mode == 'pruner' else None
+        sets = None
+        if mode == 'ddim_searched':
+            sets = load_ddim_timesteps(path, model.config)
+            if target_sparsity is not None:  # name the file in the error
+                steps = num_inference_steps or model.config.num_inference_steps
+                searched_timesteps_for(sets, ddim_steps_for(steps, target_sparsity), path)
         return cls(model, pruner, mode=mode, target_sparsity=target_sparsity,
                    num_inference_steps=num_inference_steps, device=device, warmup=warmup,
                    seed=seed, async_pruner=async_pruner, cuda_graphs=cuda_graphs,
-                   int8_linears=int8_linears)
+                   int8_linears=int8_linears, ddim_timesteps=sets)
 
     @classmethod
     def random_init(cls, config: PolicyConfig, device: str = 'cpu', mode: str = 'fixed',
@@ -275,8 +312,8 @@ class SparsePolicy:
                  synchronous_pruner: bool, noise: SamplingNoise | None = None) -> ActionChunk:
         stats = PredictStats()
         start = time.perf_counter()
-        image_t, state_t = self.model.observation_to_tensors(images, state, self.device)
-        obs_tokens = self.model.encode_observation(image_t, state_t)
+        obs_tokens = self.encode(images, state, stats)
+        stats.encoder_ms = (time.perf_counter() - start) * 1e3
         memory = condition_all_steps(self.model, obs_tokens, self.scheduler,
                                      self._time_memory)  # (K, 1, L, E)
         self._sync()
@@ -339,6 +376,27 @@ class SparsePolicy:
         return ActionChunk(actions_np, self.config.n_obs_steps, self.config.n_action_steps,
                            stats, noise)
 
+    def encode(self, images: dict, state: np.ndarray,
+               stats: PredictStats | None = None) -> torch.Tensor:
+        """
+        Observation tokens (1, T, F) of validated numpy images and state, as ``predict`` makes.
+
+        Each camera frame is encoded on its own (batch 1), through the frame cache when it is
+        on; ``stats`` (when given) counts the frames encoded and reused.
+        """
+        stats = stats if stats is not None else PredictStats()
+        if not self.encoder_cache:
+            self.frame_cache.clear()
+        encoder = self.model.obs_encoder
+        features = []
+        for name in self.config.camera_names:
+            feature, encoded = self.frame_cache.encode(encoder, name, images[name], self.device)
+            features.append(feature[None])
+            stats.frames_encoded += encoded
+            stats.frames_reused += len(feature) - encoded
+        state_t = torch.from_numpy(state).to(self.device)[None]
+        return encoder.tokens(features, self.model.normalizer.normalize(OBS_STATE, state_t))
+
     def _planned_static(self) -> torch.Tensor:
         if self._static is not None:
             return self._static
@@ -354,6 +412,7 @@ class SparsePolicy:
             self._runner.close()
             self._runner = None
         self.cache.reset()
+        self.frame_cache.clear()
         if self._graphed is not None:
             self._graphed.clear()
         self.model = None

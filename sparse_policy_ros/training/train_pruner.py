@@ -97,8 +97,8 @@ class CallContext:
         with torch.no_grad():
             images, state = model.observation_to_tensors(observation[OBS_IMAGES],
                                                          observation[OBS_STATE], device)
-            tokens = model.encode_observation(images, state)
-            self.memory = condition_all_steps(model, tokens, scheduler)
+            self.tokens = model.encode_observation(images, state)  # (1, n_obs, F)
+            self.memory = condition_all_steps(model, self.tokens, scheduler)
             if not with_reference:
                 return
             self.noise = SamplingNoise.draw(scheduler, (1, config.horizon, config.action_dim),
