@@ -18,10 +18,10 @@ import torch
 from .encoders import ObservationEncoder
 
 
-def frame_key(camera: str, frame: np.ndarray) -> tuple:
-    """Camera, shape and a 128-bit digest of the pixels of one (H, W, 3) uint8 frame."""
+def frame_key(frame: np.ndarray) -> tuple:
+    """Shape and a 128-bit digest of the pixels of one (H, W, 3) uint8 frame."""
     data = np.ascontiguousarray(frame)
-    return camera, data.shape, hashlib.blake2b(data.data, digest_size=16).digest()
+    return data.shape, hashlib.blake2b(data.data, digest_size=16).digest()
 
 
 class FrameFeatureCache:
@@ -49,7 +49,7 @@ class FrameFeatureCache:
         entries = self._features.setdefault(camera, OrderedDict())
         out, encoded = [], 0
         for frame in frames:
-            key = frame_key(camera, frame)
+            key = frame_key(frame)
             feature = entries.get(key)
             if feature is None:
                 pixels = torch.from_numpy(np.ascontiguousarray(frame)).to(

@@ -22,13 +22,17 @@ import json
 from pathlib import Path
 import sys
 
-from .paired import compare, load_mode, load_mode_rows
+from .paired import compare, load_mode_rows, merged_outcomes
 
 
-def row_stats(spec: str) -> dict:
-    """Success, latency and FLOPs of one ``FILE:MODE`` (latency only for a single file)."""
+def row_stats(spec: str) -> tuple[dict, dict[int, bool]]:
+    """
+    Success, latency and FLOPs of one ``FILE:MODE`` (latency only for a single file).
+
+    Returns the row and its ``{seed: success}``.
+    """
     label, rows = load_mode_rows(spec)
-    _, outcomes = load_mode(spec)
+    outcomes = merged_outcomes(rows)
     single = rows[0][1] if len(rows) == 1 else None
     flops = single.get('flops_per_call') if single else None
     return {'label': label, 'spec': spec, 'seeds': len(outcomes),
@@ -36,25 +40,25 @@ def row_stats(spec: str) -> dict:
             'p50_ms': single.get('latency_p50_ms') if single else None,
             'p99_ms': single.get('latency_p99_ms') if single else None,
             'gflop_per_call': None if flops is None else flops / 1e9,
-            'sparsity': single.get('sparsity') if single else None}
+            'sparsity': single.get('sparsity') if single else None}, outcomes
 
 
 def build(dense: str | None, budgets: list[list[str]]) -> list[dict]:
     """Rows of the table: the dense one, then per budget the reference and its candidates."""
     out = []
     if dense is not None:
-        out.append({'budget': None, **row_stats(dense), 'vs_reference': None})
+        out.append({'budget': None, **row_stats(dense)[0], 'vs_reference': None})
     for entry in budgets:
         if len(entry) < 2 or not entry[0].isdigit():
             raise ValueError(f'--budget takes K then the searched-DDIM FILE:MODE and the '
                              f'candidates, got {entry}')
         budget, specs = int(entry[0]), entry[1:]
-        ref_name, reference = load_mode(specs[0])
-        out.append({'budget': budget, **row_stats(specs[0]), 'vs_reference': None})
+        reference_row, reference = row_stats(specs[0])
+        out.append({'budget': budget, **reference_row, 'vs_reference': None})
         for spec in specs[1:]:
-            name, outcomes = load_mode(spec)
-            paired = compare(reference, outcomes, ref_name, name)
-            out.append({'budget': budget, **row_stats(spec), 'vs_reference': asdict(paired)})
+            row, outcomes = row_stats(spec)
+            paired = compare(reference, outcomes, reference_row['label'], row['label'])
+            out.append({'budget': budget, **row, 'vs_reference': asdict(paired)})
     return out
 
 

@@ -101,6 +101,11 @@ def load_mode(spec: str) -> tuple[str, dict[int, bool]]:
     a seed in more than one of them is an error.
     """
     label, rows = load_mode_rows(spec)
+    return label, merged_outcomes(rows)
+
+
+def merged_outcomes(rows: list[tuple[Path, dict]]) -> dict[int, bool]:
+    """``{seed: success}`` of mode rows from several files; a repeated seed is an error."""
     merged: dict[int, bool] = {}
     for path, row in rows:
         outcomes = outcomes_by_seed(row)
@@ -108,7 +113,7 @@ def load_mode(spec: str) -> tuple[str, dict[int, bool]]:
         if repeated:
             raise ValueError(f'{path} repeats seeds {repeated[:5]} of the files before it')
         merged.update(outcomes)
-    return label, merged
+    return merged
 
 
 def load_mode_rows(spec: str) -> tuple[str, list[tuple[Path, dict]]]:

@@ -35,7 +35,7 @@ import torch
 
 from .replay_buffer import ReplayBuffer
 from .train_pruner import call_contexts, CallContext, evaluate_contexts, split_trajectories
-from ..policy.checkpoint import load_policy
+from ..policy.checkpoint import load_config, load_policy
 from ..policy.ddim_timesteps import save_ddim_timesteps
 from ..policy.model import ACTION, DiffusionPolicy
 from ..policy.sampler import condition_all_steps, sample_dense, SamplingNoise
@@ -109,25 +109,37 @@ def coordinate_descent(cost: Callable[[Steps], float], steps: int, start: Steps,
     return best, best_cost, history
 
 
-def search_schedule(policy_dir: Path, dataset: Path, target: float, trajectories: int,
-                    max_calls: int | None, seed: int = 0, max_passes: int = 3) -> dict:
-    """Search the computed steps for the policy in ``policy_dir``; return the record."""
+def scored_calls(policy_dir: Path, dataset: Path, trajectories: int, max_calls: int | None,
+                 seed: int, max_passes: int
+                 ) -> tuple[DiffusionPolicy, NoiseScheduler, list[list[CallContext]], list[int]]:
+    """
+    Check the search settings; load the policy and the calls every candidate is scored on.
+
+    Returns (model, its nominal scheduler, call contexts per training trajectory, episodes).
+    """
     if trajectories < 1:
         raise ValueError(f'--trajectories must be >= 1, got {trajectories}')
     if max_calls is not None and max_calls < 1:
         raise ValueError(f'--max-calls must be >= 0 (0: whole trajectories), got {max_calls}')
     if max_passes < 1:
         raise ValueError(f'--max-passes must be >= 1, got {max_passes}')
-    started = time.time()
     model = load_policy(policy_dir).requires_grad_(False)
     scheduler = NoiseScheduler(model.config)
-    k, nb = scheduler.num_inference_steps, model.config.n_branches
     buffer = ReplayBuffer.open(dataset, mode='r')
     train_trajs, _, train_eps, _ = split_trajectories(policy_dir, model, buffer, trajectories,
                                                       0, max_calls)
     if not train_trajs:
         raise ValueError(f'{dataset} holds none of the training episodes of {policy_dir}')
-    contexts = call_contexts(model, scheduler, train_trajs, seed)
+    return model, scheduler, call_contexts(model, scheduler, train_trajs, seed), train_eps
+
+
+def search_schedule(policy_dir: Path, dataset: Path, target: float, trajectories: int,
+                    max_calls: int | None, seed: int = 0, max_passes: int = 3) -> dict:
+    """Search the computed steps for the policy in ``policy_dir``; return the record."""
+    started = time.time()
+    model, scheduler, contexts, train_eps = scored_calls(policy_dir, dataset, trajectories,
+                                                         max_calls, seed, max_passes)
+    k, nb = scheduler.num_inference_steps, model.config.n_branches
 
     def cost(chosen: Steps) -> float:
         decisions = step_schedule(k, nb, chosen)
@@ -171,23 +183,13 @@ def ddim_action_l1(model: DiffusionPolicy, contexts: list[list[CallContext]],
 def search_ddim(policy_dir: Path, dataset: Path, budget: int, trajectories: int,
                 max_calls: int | None, seed: int = 0, max_passes: int = 3) -> dict:
     """Search the timesteps of a ``budget``-step DDIM sampler; return the record."""
-    if trajectories < 1:
-        raise ValueError(f'--trajectories must be >= 1, got {trajectories}')
-    if max_passes < 1:
-        raise ValueError(f'--max-passes must be >= 1, got {max_passes}')
     started = time.time()
-    model = load_policy(policy_dir).requires_grad_(False)
-    nominal = NoiseScheduler(model.config)
-    k = nominal.num_inference_steps
+    k = load_config(policy_dir).num_inference_steps
     if not 1 <= budget <= k:
         raise ValueError(f"--budget must be in [1, {k}] (the policy's denoising steps), "
                          f'got {budget}')
-    buffer = ReplayBuffer.open(dataset, mode='r')
-    train_trajs, _, train_eps, _ = split_trajectories(policy_dir, model, buffer, trajectories,
-                                                      0, max_calls)
-    if not train_trajs:
-        raise ValueError(f'{dataset} holds none of the training episodes of {policy_dir}')
-    contexts = call_contexts(model, nominal, train_trajs, seed)
+    model, nominal, contexts, train_eps = scored_calls(policy_dir, dataset, trajectories,
+                                                       max_calls, seed, max_passes)
 
     def timesteps_of(chosen: Steps) -> list[int]:
         return [int(nominal.timesteps[i]) for i in chosen]
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None and not args.save:
             raise ValueError('give --out FILE (the record) or, with --kind ddim, --save')
         if args.kind == 'ddim':
-            steps = load_policy(args.policy).config.num_inference_steps
+            steps = load_config(args.policy).num_inference_steps
             budget = (args.budget if args.budget is not None
                       else compute_budget(steps, args.target_sparsity))
             record = search_ddim(args.policy, args.dataset, budget, args.trajectories,
