@@ -8,7 +8,9 @@
 #
 # DATASET: the recording models/default was trained on (MODEL_CARD.md), used by the reuse
 # schedule search of the budgets the model folder has no pruner for. Needs models/default's
-# ddim_timesteps.json (search-schedule --kind ddim --save) for every budget.
+# ddim_timesteps.json (search-schedule --kind ddim --save) for every budget. Resumable: a row
+# whose OUT/NAME/eval.json exists is kept; delete that folder (and RUNS/reuse_S for a reuse
+# schedule) to rerun it.
 set -euo pipefail
 dataset=${1:?usage: scripts/budget_table.sh DATASET [SEED_START] [EPISODES] [OUT]}
 seed_start=${2:-102000}
@@ -18,7 +20,8 @@ runs=${RUNS:-/tmp/budget_table_runs}
 model=models/default
 mkdir -p "$out" "$runs"
 export OMP_NUM_THREADS=1
-evaluate() {  # evaluate NAME MODEL MODES SPARSITY
+evaluate() {  # evaluate NAME MODEL MODES SPARSITY (kept if OUT/NAME/eval.json exists)
+  if [ -f "$out/$1/eval.json" ]; then return; fi
   eval-policy --model "$2" --int8 --no-deviation --episodes "$episodes" \
     --seed-start "$seed_start" --modes "$3" --target-sparsity "$4" --out "$out/$1" \
     > "$out/$1.log" 2>&1

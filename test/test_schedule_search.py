@@ -4,7 +4,7 @@ import pytest
 from sparse_policy_ros.sparsity.decisions import Decision, sparsity_of
 from sparse_policy_ros.sparsity.schedules import fora_schedule, step_schedule
 from sparse_policy_ros.training.schedule_search import (
-    compute_budget, coordinate_descent, evenly_spaced_steps)
+    best_start, compute_budget, coordinate_descent, evenly_spaced_steps, interval_steps)
 import torch
 
 
@@ -29,6 +29,17 @@ def test_budget_and_even_spacing():
         compute_budget(100, 1.0)
     with pytest.raises(ValueError, match='count'):
         evenly_spaced_steps(5, 6)
+    # FORA's spacing at a budget: every ceil(K / count) steps, all inside the K steps.
+    assert interval_steps(100, 2) == (0, 50) and interval_steps(100, 3) == (0, 34, 68)
+    assert interval_steps(100, 10) == tuple(range(0, 100, 10)) and interval_steps(7, 7)[-1] == 6
+    with pytest.raises(ValueError, match='count'):
+        interval_steps(5, 0)
+
+
+def test_best_start_picks_the_cheapest():
+    starts = {'evenly_spaced': (0, 99), 'interval': (0, 50)}
+    name, costs = best_start(lambda steps: abs(steps[1] - 45), starts)
+    assert name == 'interval' and costs == {'evenly_spaced': 54, 'interval': 5}
 
 
 def test_coordinate_descent_finds_the_minimum_and_keeps_the_budget():

@@ -10,7 +10,8 @@ the policy folder's ``ddim_timesteps.json`` (mode ``ddim_searched``).
 FORA computes every branch every N steps and reuses the previous step's value in between. On
 our DDIM policy the reuse error is not spread evenly over the steps, so the same budget placed
 differently does better. This CLI keeps the budget fixed, ``round((1 - s) * K)`` computed steps
-(step 0 always among them), and moves the other steps one at a time (coordinate descent over
+(step 0 always among them), and, from the better of the evenly spaced set and FORA's spacing
+at that budget, moves the other steps one at a time (coordinate descent over
 ``--moves``) while the mean L1 between the sparse and the dense policy's normalized actions goes
 down. The calls come from whole recorded trajectories in order (the first dense), exactly as
 ``train-pruner`` scores a pruner, and from its *training* episodes: the held-out episodes stay
@@ -26,6 +27,7 @@ import argparse
 import datetime
 import json
 import logging
+import math
 from pathlib import Path
 import sys
 import time
@@ -62,6 +64,20 @@ def evenly_spaced_steps(steps: int, count: int) -> Steps:
     if count == 1:
         return (0,)
     return tuple(round(j * (steps - 1) / (count - 1)) for j in range(count))
+
+
+def interval_steps(steps: int, count: int) -> Steps:
+    """``count`` steps every ``ceil(steps / count)`` from 0: FORA's spacing at this budget."""
+    if not 1 <= count <= steps:
+        raise ValueError(f'count must be in [1, {steps}], got {count}')
+    return tuple(j * math.ceil(steps / count) for j in range(count))
+
+
+def best_start(cost: Callable[[Steps], float],
+               starts: dict[str, Steps]) -> tuple[str, dict[str, float]]:
+    """Return the name of the cheapest start and every start's cost."""
+    costs = {name: cost(steps) for name, steps in starts.items()}
+    return min(costs, key=costs.get), costs
 
 
 def coordinate_descent(cost: Callable[[Steps], float], steps: int, start: Steps,
@@ -149,12 +165,20 @@ def search_schedule(policy_dir: Path, dataset: Path, target: float, trajectories
     fora = fora_schedule(k, nb, target)
     computed = fora[:, 0] == int(Decision.COMPUTE)
     fora_steps = tuple(int(i) for i in torch.nonzero(computed).flatten())
-    start = evenly_spaced_steps(k, count)
-    best, best_cost, history = coordinate_descent(cost, k, start, max_passes=max_passes)
+    # Moving one step at a time from the evenly spaced set can stall far from a good schedule
+    # (at 2 computed steps, [0, 99] -> [0, 96] with 16x FORA's error), so the search starts
+    # from the better of it and FORA's spacing at this budget.
+    starts = {'evenly_spaced': evenly_spaced_steps(k, count),
+              'interval': interval_steps(k, count)}
+    first, start_costs = best_start(cost, starts)
+    best, best_cost, history = coordinate_descent(cost, k, starts[first], max_passes=max_passes)
     return {
         'compute_steps': list(best), 'action_l1': best_cost,
         'sparsity': 1.0 - len(best) / k, 'target_sparsity': target, 'denoising_steps': k,
-        'evenly_spaced_steps': list(start), 'evenly_spaced_action_l1': history[0]['cost'],
+        'evenly_spaced_steps': list(starts['evenly_spaced']),
+        'evenly_spaced_action_l1': start_costs['evenly_spaced'],
+        'interval_steps': list(starts['interval']),
+        'interval_action_l1': start_costs['interval'], 'search_start': first,
         'fora_steps': list(fora_steps), 'fora_action_l1': cost(fora_steps),
         'fora_sparsity': 1.0 - len(fora_steps) / k,
         'history': history, 'trajectories': train_eps, 'max_calls': max_calls,
@@ -204,8 +228,7 @@ def search_ddim(policy_dir: Path, dataset: Path, budget: int, trajectories: int,
     starts = {'evenly_spaced': evenly}
     if all(t in grid for t in uniform.timesteps.tolist()):
         starts['uniform'] = tuple(grid.index(t) for t in uniform.timesteps.tolist())
-    start_costs = {name: cost(steps) for name, steps in starts.items()}
-    first = min(start_costs, key=start_costs.get)
+    first, start_costs = best_start(cost, starts)
     # The first step moves too: the strided DDIM starts below the noisiest timestep and did
     # better there on our policy at every budget than a set pinned at it.
     best, best_cost, history = coordinate_descent(cost, k, starts[first], max_passes=max_passes,
@@ -238,10 +261,12 @@ def print_table(record: dict) -> None:
             print(f'| {label} {record[key]} | {record["budget"]} | {value:.5f} |')
         return
     print('| schedule | computed steps | sparsity | action L1 vs dense |\n|---|---|---:|---:|')
-    for name, steps, l1 in (('fora', record['fora_steps'], record['fora_action_l1']),
-                            ('evenly spaced', record['evenly_spaced_steps'],
-                             record['evenly_spaced_action_l1']),
-                            ('searched', record['compute_steps'], record['action_l1'])):
+    rows = [('fora', record['fora_steps'], record['fora_action_l1']),
+            ('evenly spaced', record['evenly_spaced_steps'], record['evenly_spaced_action_l1'])]
+    if 'interval_steps' in record:
+        rows.append(('interval', record['interval_steps'], record['interval_action_l1']))
+    rows.append(('searched', record['compute_steps'], record['action_l1']))
+    for name, steps, l1 in rows:
         print(f"| {name} | {steps} | {1.0 - len(steps) / record['denoising_steps']:.3f} "
               f'| {l1:.5f} |')
 
