@@ -14,6 +14,11 @@ readers ignore those steps and opening in append mode cuts them off (with a warn
 end that does not exceed the one before it is a corrupt store, refused with ``ValueError``.
 Zarr's local store writes each file atomically (temporary file + rename), which is what makes
 "extend episode_ends" a commit point. One writer at a time.
+
+Diffusion Policy's zipped stores (``*.zarr.zip``, zarr's ZipStore) open read-only. Read-only
+opens can also expose column selections (:class:`ColumnSelection`): ``{'state': state[:, :2]}``
+makes ``array('state')`` read the first two columns of ``data/state``, e.g. PushT's agent
+position out of its 5-D state.
 """
 
 from collections.abc import Mapping
@@ -24,9 +29,13 @@ import os
 from pathlib import Path
 import shutil
 from typing import Any
+import zipfile
 
 import numpy as np
 import zarr
+from zarr.storage import ZipStore
+
+from .column_selection import ColumnSelection, select_columns, SelectedColumns
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +63,14 @@ class ReplayBuffer:
     Create with :meth:`create`, open with :meth:`open`; the constructor is not public API.
     """
 
-    def __init__(self, root: zarr.Group, path: Path, mode: str):
+    def __init__(self, root: zarr.Group, path: Path, mode: str,
+                 columns: Mapping[str, ColumnSelection] | None = None):
         self._root = root
         self._path = path
         self._mode = mode
         self._episode_ends = self._read_episode_ends()
         self._check_data_lengths()
+        self._columns = select_columns(root[DATA_GROUP], dict(columns or {}), path)
 
     # ------------------------------------------------------------------ construction
 
@@ -89,10 +100,14 @@ class ReplayBuffer:
 
     @classmethod
     def open(cls, path: str | os.PathLike,  # noqa: A003 (the recorder's API names it open)
-             mode: str = 'r') -> 'ReplayBuffer':
+             mode: str = 'r',
+             columns: Mapping[str, ColumnSelection] | None = None) -> 'ReplayBuffer':
         """
         Open an existing replay buffer read-only (``'r'``) or for appending (``'a'``).
 
+        ``path`` is a directory store or a zipped one (``*.zarr.zip``, read-only). ``columns``
+        (read-only) maps names to :class:`ColumnSelection` views that :meth:`array` and
+        :attr:`keys` then serve, replacing a stored array of the same name.
         Raises ``FileNotFoundError`` if nothing is at ``path`` and ``ValueError`` if it is not a
         replay buffer or is inconsistent. In append mode, steps left behind by an interrupted
         ``add_episode`` are discarded (logged as a warning); in read mode they are ignored.
@@ -102,8 +117,17 @@ class ReplayBuffer:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f'no replay buffer at {path}: path does not exist')
+        if columns and mode != 'r':
+            raise ValueError(f"column selections need mode='r' (they are read-only views), got "
+                             f'mode={mode!r} ({path})')
+        store = str(path)
+        if path.is_file():
+            store = _zip_store(path)
+            if mode != 'r':
+                raise ValueError(f'{path} is a zipped store, which opens read-only: expected '
+                                 f"mode='r', got mode={mode!r}")
         try:
-            root = zarr.open_group(str(path), mode='r' if mode == 'r' else 'r+')
+            root = zarr.open_group(store, mode='r' if mode == 'r' else 'r+')
         except (zarr.errors.GroupNotFoundError, FileNotFoundError) as error:
             raise ValueError(
                 f'{path} is not a replay buffer: expected a zarr group with {DATA_GROUP}/ and '
@@ -114,7 +138,7 @@ class ReplayBuffer:
                 got = 'nothing' if node is None else type(node).__name__
                 raise ValueError(f'{path} is not a replay buffer: expected {name} to be a zarr '
                                  f'{kind.__name__}, got {got}')
-        return cls(root, path, mode)
+        return cls(root, path, mode, columns)
 
     # ------------------------------------------------------------------ reading
 
@@ -150,8 +174,8 @@ class ReplayBuffer:
 
     @property
     def keys(self) -> list[str]:
-        """Names of the data arrays (``data/<key>``), sorted."""
-        return sorted(self._data_group().array_keys())
+        """Names of the data arrays (``data/<key>``) and column selections, sorted."""
+        return sorted(set(self._data_group().array_keys()) | set(self._columns))
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -175,13 +199,15 @@ class ReplayBuffer:
         window = self.episode_slice(index)
         return {key: self.array(key)[window] for key in self.keys}
 
-    def array(self, key: str) -> zarr.Array:
+    def array(self, key: str) -> zarr.Array | SelectedColumns:
         """
-        Return the zarr array ``data/<key>``.
+        Return the zarr array ``data/<key>`` (or the column selection named ``key``).
 
         Only its first :attr:`n_steps` rows are committed: in read mode a store left by an
         interrupted writer may hold more, so slice with ``[:rb.n_steps]``.
         """
+        if key in self._columns:
+            return self._columns[key]
         node = self._data_group().get(key)
         if not isinstance(node, zarr.Array):
             raise ValueError(
@@ -350,6 +376,14 @@ class ReplayBuffer:
     def __repr__(self) -> str:
         return (f'ReplayBuffer({str(self._path)!r}, mode={self._mode!r}, '
                 f'n_episodes={self.n_episodes}, n_steps={self.n_steps}, keys={self.keys})')
+
+
+def _zip_store(path: Path) -> ZipStore:
+    """Open a zipped zarr store (Diffusion Policy's ``*.zarr.zip``) read-only."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f'{path} is not a replay buffer: expected a zarr directory store or a '
+                         f'zip of one (*.zarr.zip), got a file that is not a zip archive')
+    return ZipStore(path, mode='r')
 
 
 def _remove_store(path: Path) -> None:

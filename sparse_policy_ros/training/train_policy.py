@@ -1,6 +1,12 @@
 """
 Dense policy training CLI: ``train-policy --dataset D --config C --out DIR [--resume]``.
 
+``--dataset`` is a replay-buffer zarr store (a directory or Diffusion Policy's ``.zarr.zip``)
+or a LeRobotDataset v3 folder (``--format lerobot``, detected by its ``meta/info.json``), which
+is first converted into a cache store (``--cache``, default ``<out>.dataset.zarr``) and reused
+while the source and mapping are unchanged. ``--select state=state:0:2`` trains on a column
+selection of a store's array (read-only, see :mod:`.column_selection`).
+
 AdamW with linear warm-up and cosine decay, EMA weights (saved as the inference weights),
 validation loss on held-out episodes, tqdm progress, atomic periodic checkpoints, bf16 autocast
 (on CUDA by default, on the CPU with ``--precision bf16``), and DistributedDataParallel when
@@ -26,6 +32,9 @@ from tqdm import tqdm
 
 from .checkpointing import (latest_checkpoint, load_training_state, remove_stale_temporaries,
                             save_training_state)
+from .column_selection import ColumnSelection, parse_column_selections
+from .lerobot_dataset import (conversion_record, convert_lerobot, default_key_map,
+                              INFO_PATH, is_converted, LeRobotReader, parse_key_map)
 from .replay_buffer import ReplayBuffer
 from .sequence_dataset import compute_stats, SequenceDataset, split_episodes
 from .train_config import load_run_config, train_config_dict, TrainConfig
@@ -73,11 +82,12 @@ def to_device(batch: dict, device: torch.device) -> dict:
             ACTION: batch[ACTION].to(device, non_blocking=True)}
 
 
-def build_datasets(dataset: Path, policy_config: PolicyConfig,
-                   train_config: TrainConfig) -> tuple[SequenceDataset, SequenceDataset | None,
-                                                       dict, list[int], list[int]]:
+def build_datasets(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
+                   columns: dict[str, ColumnSelection] | None = None
+                   ) -> tuple[SequenceDataset, SequenceDataset | None, dict, list[int],
+                              list[int]]:
     """Split episodes, compute stats on the training split, build both datasets."""
-    buffer = ReplayBuffer.open(dataset, mode='r')
+    buffer = ReplayBuffer.open(dataset, mode='r', columns=columns)
     missing = sorted(set(policy_config.camera_names) - set(train_config.image_keys))
     if missing:
         raise ValueError(f'training image_keys {train_config.image_keys} lack cameras {missing} '
@@ -98,6 +108,54 @@ def build_datasets(dataset: Path, policy_config: PolicyConfig,
             raise ValueError(f'dataset {name} has {array.shape[1]} dims but the policy config '
                              f'expects {expected}')
     return train_set, val_set, stats, train_idx.tolist(), val_idx.tolist()
+
+
+DATASET_FORMATS = ('auto', 'zarr', 'lerobot')
+
+
+def dataset_format(dataset: Path, requested: str = 'auto') -> str:
+    """Return 'lerobot' or 'zarr': as requested, or detected (LeRobot folders hold info.json)."""
+    if requested not in DATASET_FORMATS:
+        raise ValueError(f'--format must be one of {list(DATASET_FORMATS)}, got {requested!r}')
+    if requested != 'auto':
+        return requested
+    return 'lerobot' if (Path(dataset) / INFO_PATH).is_file() else 'zarr'
+
+
+def default_cache(out: Path) -> Path:
+    """Return where a converted LeRobot dataset goes by default: next to the model folder."""
+    out = Path(out)
+    return out.with_name(f'{out.name}.dataset.zarr')
+
+
+def prepare_lerobot(source: Path, cache: Path, policy_config: PolicyConfig,
+                    train_config: TrainConfig, key_map: dict[str, str] | None = None) -> Path:
+    """
+    Convert a LeRobot v3 folder into the replay buffer ``cache`` unless it already holds it.
+
+    Features map onto the training config's keys (``state_key``, ``action_key`` and
+    ``image_keys`` per policy camera), overridden by ``key_map``; frames are resized to the
+    policy's ``image_shape``. Under torchrun the cache must already be up to date.
+    """
+    reader = LeRobotReader(source)
+    image_keys = {c: train_config.image_keys[c] for c in policy_config.camera_names
+                  if c in train_config.image_keys}
+    mapping = {**default_key_map(reader, image_keys, train_config.state_key,
+                                 train_config.action_key), **(key_map or {})}
+    image_size = tuple(policy_config.image_shape[1:])
+    record = conversion_record(source, mapping, image_size)
+    if is_converted(cache, record):
+        logger.info('reusing %s, converted from %s', cache, source)
+        return cache
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+        raise ValueError(f'{cache} is not an up-to-date conversion of {source}; expected it '
+                         f'converted before a distributed run: run train-policy --format '
+                         f'lerobot in one process (or lerobot-to-dataset) first')
+    if Path(cache).exists():
+        logger.warning('%s is not a conversion of %s with these settings: converting again',
+                       cache, source)
+    convert_lerobot(source, cache, mapping, image_size=image_size, overwrite=True)
+    return cache
 
 
 def with_recorded_joint_names(policy_config: PolicyConfig, dataset: Path) -> PolicyConfig:
@@ -180,12 +238,15 @@ def validation_loss(model: DiffusionPolicy, loader: DataLoader, batches: int,
 def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig, out: Path,
           resume: bool = False, device: str = 'auto', stop_after: int | None = None,
           init_from: Path | None = None, keep_stats: bool = False,
-          precision: str = 'auto') -> dict:
+          precision: str = 'auto', columns: dict[str, ColumnSelection] | None = None,
+          source: Path | None = None) -> dict:
     """
     Train (or resume) a dense policy; returns the final summary.
 
     ``precision``: 'auto' (bf16 autocast on CUDA, float32 on the CPU), 'fp32' or 'bf16'
     (autocast on either device; weights, optimizer state and EMA stay float32).
+    ``columns``: column selections of the store (``ReplayBuffer.open``); ``source``: the
+    foreign dataset ``dataset`` was converted from (recorded in the model).
     """
     if precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
@@ -207,7 +268,7 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
     if rank == 0:
         remove_stale_temporaries(out)
     train_set, val_set, stats, train_idx, val_idx = build_datasets(dataset, policy_config,
-                                                                   train_config)
+                                                                   train_config, columns)
     policy_config = with_recorded_joint_names(policy_config, dataset)
     model = DiffusionPolicy(policy_config)
     model.normalizer.set_stats(stats)
@@ -240,6 +301,10 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
              'training': train_config_dict(train_config),
              'init_from': None if init_from is None else str(init_from),
              'keep_stats': keep_stats, 'precision': precision}
+    if columns:
+        extra['dataset_columns'] = {name: str(selection) for name, selection in columns.items()}
+    if source is not None:
+        extra['dataset_source'] = str(source)
     total = train_config.steps
     progress = tqdm(total=total, initial=step, desc='train-policy', disable=rank != 0,
                     dynamic_ncols=True, mininterval=5.0)
@@ -313,7 +378,21 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument('--dataset', required=True, type=Path, help='replay-buffer zarr store')
+    parser.add_argument('--dataset', required=True, type=Path,
+                        help='replay-buffer zarr store (directory or .zarr.zip) or LeRobot v3 '
+                             'folder')
+    parser.add_argument('--format', choices=DATASET_FORMATS, default='auto',
+                        help='dataset format; auto: lerobot if DATASET/meta/info.json exists')
+    parser.add_argument('--cache', type=Path, default=None,
+                        help='with --format lerobot: the converted store (default '
+                             '<out>.dataset.zarr, reused while the source is unchanged)')
+    parser.add_argument('--map', action='append', default=None, metavar='SRC=DST',
+                        help='with --format lerobot: feature -> store key, overriding the '
+                             'defaults from the training config (repeatable)')
+    parser.add_argument('--select', action='append', default=None,
+                        metavar='DST=SRC[:START:STOP][@DTYPE]',
+                        help='train on a column selection, e.g. state=state:0:2 (PushT '
+                             'agent_pos) or img=img@uint8 (repeatable)')
     parser.add_argument('--config', required=True, type=Path,
                         help='YAML/JSON with policy: and training: sections')
     parser.add_argument('--out', required=True, type=Path, help='output model folder')
@@ -346,9 +425,18 @@ def main(argv: list[str] | None = None) -> int:
             ('seed', args.seed))
             if value is not None}
         train_config = TrainConfig(**{**train_config_dict(train_config), **overrides})
-        train(args.dataset, policy_config, train_config, args.out, resume=args.resume,
+        columns = parse_column_selections(args.select)
+        dataset, source = args.dataset, None
+        if dataset_format(args.dataset, args.format) == 'lerobot':
+            cache = args.cache if args.cache is not None else default_cache(args.out)
+            dataset, source = prepare_lerobot(args.dataset, cache, policy_config, train_config,
+                                              parse_key_map(args.map)), args.dataset
+        elif args.map or args.cache:
+            raise ValueError('--map and --cache apply to --format lerobot only; '
+                             f'{args.dataset} is a zarr store')
+        train(dataset, policy_config, train_config, args.out, resume=args.resume,
               device=args.device, init_from=args.init_from, keep_stats=args.keep_stats,
-              precision=args.precision)
+              precision=args.precision, columns=columns or None, source=source)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-policy: error: {error}', file=sys.stderr)
         return 2
