@@ -11,6 +11,10 @@ ENCODER_TYPES = ('resnet18_gn', 'small_cnn', 'small_cnn_fine')
 SCHEDULER_TYPES = ('ddpm', 'ddim')
 BETA_SCHEDULES = ('squaredcos_cap_v2', 'linear')
 PREDICTION_TYPES = ('epsilon',)
+# 'identity': normalized state goes into the condition tokens as is (Diffusion Policy low-dim).
+STATE_ENCODERS = ('mlp', 'identity')
+# Epsilon of a DDIM step: recomputed from the clipped x0 (ours) or the network's own (diffusers).
+DDIM_EPS_MODES = ('from_clipped_x0', 'raw')
 
 POSITIVE_INT_FIELDS = ('state_dim', 'action_dim', 'horizon', 'n_obs_steps', 'n_action_steps',
                        'n_layer', 'n_head', 'n_emb', 'mlp_ratio', 'num_train_timesteps',
@@ -22,7 +26,9 @@ RANGE_HINTS = {**dict.fromkeys(POSITIVE_INT_FIELDS, '>= 1'), 'random_shift': '>=
                'crop_shape': '(h, w)', 'encoder': f'one of {list(ENCODER_TYPES)}',
                'scheduler': f'one of {list(SCHEDULER_TYPES)}',
                'beta_schedule': f'one of {list(BETA_SCHEDULES)}',
-               'prediction_type': f'one of {list(PREDICTION_TYPES)}'}
+               'prediction_type': f'one of {list(PREDICTION_TYPES)}',
+               'state_encoder': f'one of {list(STATE_ENCODERS)}',
+               'ddim_eps': f'one of {list(DDIM_EPS_MODES)}'}
 
 
 @dataclass
@@ -46,6 +52,7 @@ class PolicyConfig:
     encoder: str = 'resnet18_gn'  # one of ENCODER_TYPES
     image_feature_dim: int = 64  # per-camera feature size after spatial softmax + projection
     state_dim: int = 7  # joint positions fed to the policy
+    state_encoder: str = 'mlp'  # one of STATE_ENCODERS; 'identity' allows no cameras
     action_dim: int = 7  # joint position targets produced by the policy
     horizon: int = 16  # actions predicted per call
     n_obs_steps: int = 2  # observation history length
@@ -62,13 +69,17 @@ class PolicyConfig:
     beta_schedule: str = 'squaredcos_cap_v2'  # one of BETA_SCHEDULES
     prediction_type: str = 'epsilon'  # one of PREDICTION_TYPES
     clip_sample: bool = True  # clip the predicted clean sample to [-1, 1]
+    ddim_eps: str = 'from_clipped_x0'  # one of DDIM_EPS_MODES (DDIM steps only)
     control_hz: float = 10.0  # rate at which consecutive actions are meant to be executed
     extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata (task, dataset)
 
     def __post_init__(self):
         check_field_types(self, RANGE_HINTS)
-        if not self.camera_names:
-            raise ValueError(f'camera_names must name at least one camera, got '
+        _one_of('state_encoder', self.state_encoder, STATE_ENCODERS)
+        _one_of('ddim_eps', self.ddim_eps, DDIM_EPS_MODES)
+        if not self.camera_names and self.state_encoder != 'identity':
+            raise ValueError(f'camera_names must name at least one camera (none only for a '
+                             f"low-dim policy, state_encoder='identity'), got "
                              f'{self.camera_names!r}')
         _one_of('encoder', self.encoder, ENCODER_TYPES)
         _one_of('scheduler', self.scheduler, SCHEDULER_TYPES)

@@ -162,9 +162,15 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.camera_names = config.camera_names
         self.cameras = nn.ModuleDict({name: ImageEncoder(config) for name in config.camera_names})
-        self.state_mlp = nn.Sequential(
-            nn.Linear(config.state_dim, 64), nn.Mish(), nn.Linear(64, 64))
-        self.feature_dim = config.image_feature_dim * len(config.camera_names) + 64
+        if config.state_encoder == 'identity':
+            # Diffusion Policy's low-dim models condition on the normalized state itself.
+            self.state_mlp = nn.Identity()
+            state_features = config.state_dim
+        else:
+            self.state_mlp = nn.Sequential(
+                nn.Linear(config.state_dim, 64), nn.Mish(), nn.Linear(64, 64))
+            state_features = 64
+        self.feature_dim = config.image_feature_dim * len(config.camera_names) + state_features
 
     def forward(self, images: dict[str, torch.Tensor], state: torch.Tensor) -> torch.Tensor:
         """Images: camera -> uint8 (B, T, 3, H, W); state normalized (B, T, D) -> (B, T, F)."""
