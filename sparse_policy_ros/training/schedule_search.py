@@ -179,7 +179,9 @@ def search_schedule(policy_dir: Path, dataset: Path, target: float, trajectories
         'evenly_spaced_action_l1': start_costs['evenly_spaced'],
         'interval_steps': list(starts['interval']),
         'interval_action_l1': start_costs['interval'], 'search_start': first,
-        'fora_steps': list(fora_steps), 'fora_action_l1': cost(fora_steps),
+        'fora_steps': list(fora_steps),
+        'fora_action_l1': (start_costs['interval'] if fora_steps == starts['interval']
+                           else cost(fora_steps)),
         'fora_sparsity': 1.0 - len(fora_steps) / k,
         'history': history, 'trajectories': train_eps, 'max_calls': max_calls,
         'calls': sum(len(c) for c in contexts), 'seed': seed,
