@@ -144,3 +144,46 @@ def test_mark_computed_and_storage_key():
     assert cache.storage_key == key  # same storage across calls
     cache.prepare(4, 6, (1, 4, 8), torch.float32, CPU)
     assert cache.storage_key != key  # a new layout is a new key, whatever the address
+
+
+def test_shift_zero_keeps_the_entries_a_repeated_call_would_recompute():
+    # Two identical calls: all reuse-rollout after shift(0) gives the dense call's actions,
+    # i.e. the shifted entries equal the ones recomputing them gives.
+    config = PolicyConfig(**TINY)
+    sparse = SparsePolicy.random_init(config, mode='dense', warmup=False)
+    obs = observation(config)
+    dense = sparse.predict(obs, generator=torch.Generator().manual_seed(4))
+    stored = sparse.cache._store.clone()
+    sparse.shift_cache(0)
+    assert torch.equal(sparse.cache._store, stored)
+    steps = sparse.scheduler.num_inference_steps
+    rollout = torch.full((steps, config.n_branches), int(Decision.REUSE_ROLLOUT),
+                         dtype=torch.int8)
+    rollout[0] = int(Decision.COMPUTE)
+    sparse._static = rollout
+    again = sparse.predict(obs, generator=torch.Generator().manual_seed(4))
+    np.testing.assert_allclose(again.actions, dense.actions, atol=1e-6)
+
+
+@pytest.mark.parametrize('steps', [1, 3, 9])
+def test_shift_moves_rows_earlier_and_repeats_the_last(steps):
+    cache = RolloutCache()
+    cache.prepare(3, 6, (1, 4, 8), torch.float32, CPU)
+    for k in range(3):
+        for b in range(6):  # every row of every entry distinct
+            cache.store(k, b, torch.arange(32, dtype=torch.float32).view(1, 4, 8) + 100 * k + b)
+    before = cache._store.clone()
+    cache.shift(steps)
+    moved = min(steps, 3)
+    assert torch.equal(cache._store[:, :, :, :4 - moved], before[:, :, :, moved:])
+    for row in range(4 - moved, 4):
+        assert torch.equal(cache._store[:, :, :, row], before[:, :, :, 3])
+    assert cache.ready
+
+
+def test_shift_refuses_a_negative_or_non_integer_step_count():
+    cache = filled_cache()
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match='cache shift must be an int >= 0'):
+            cache.shift(bad)
+    RolloutCache().shift(2)  # nothing stored: nothing to move

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sparse_policy_ros.control.streaming import StreamSettings
 from sparse_policy_ros.sim.env import ArmPushEnv
 from sparse_policy_ros.sim.evaluate import (deviation_by_call, failure_breakdown, failure_table,
-                                            main, stack_history)
+                                            main, run_episode, seam_metrics, stack_history,
+                                            Timing)
 from sparse_policy_ros.sparsity.schedules import step_schedule
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 import torch
@@ -18,7 +20,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'default'
 FIELDS = {'mode', 'target_sparsity', 'episodes', 'success_rate', 'success_ci95',
           'action_deviation_from_dense', 'latency_p50_ms', 'latency_p99_ms', 'sparsity',
           'flops_per_call', 'calls', 'action_deviation_by_call', 'decision_fractions',
-          'failures', 'episodes_detail'}
+          'failures', 'episodes_detail', 'steps', 'held_steps', 'seams'}
 
 
 def run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
@@ -125,9 +127,10 @@ def test_modes_are_interleaved_episode_by_episode(tmp_path, monkeypatch):
     order = []
     real = evaluate.run_episode
 
-    def recording(env, policy, seed, reference, count_flops, executed_actions=None):
+    def recording(env, policy, seed, reference, count_flops, executed_actions=None,
+                  timing=None):
         order.append((policy.mode, seed, reference is not None))
-        return real(env, policy, seed, reference, count_flops, executed_actions)
+        return real(env, policy, seed, reference, count_flops, executed_actions, timing)
 
     monkeypatch.setattr(evaluate, 'run_episode', recording)
     report, _ = run(tmp_path, '--modes', 'dense,fora,pruner', '--episodes', '3')
@@ -193,3 +196,64 @@ def test_failure_breakdown_counts_pucks_pushed_away_from_the_goal():
                                               'median_end_m': None}
     table = failure_table([{'mode': 'dense', 'failures': breakdown}])
     assert table.splitlines()[-1] == '| dense | 3 | 2 | 0.250 |'
+
+
+def episode(policy: SparsePolicy, seed: int, timing) -> dict:
+    """Run one 25-step episode of the default task with ``timing``."""
+    env = ArmPushEnv(image_size=policy.config.image_shape[1], max_steps=25)
+    try:
+        return run_episode(env, policy, seed, None, False, None, timing)
+    finally:
+        env.close()
+
+
+def test_realtime_with_zero_latency_equals_the_synchronous_evaluation():
+    policy = SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='fora',
+                                          target_sparsity=0.9)
+    for every, stream in ((8, StreamSettings()), (2, StreamSettings('prefix', 2)),
+                          (1, StreamSettings('ensemble'))):
+        sync = episode(policy, 100003, Timing(every, stream=stream))
+        zero = episode(policy, 100003, Timing(every, True, 0.0, stream))
+        for key in sync:
+            if key != 'latencies_ms':
+                assert sync[key] == zero[key], (every, stream.method, key)
+        assert sync['calls'] == math.ceil(25 / every) and sync['held_steps'] == 0
+
+
+def test_realtime_latency_delays_each_chunk_and_the_old_plan_runs_meanwhile():
+    policy = SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='fora',
+                                          target_sparsity=0.9)
+    # 150 ms at 10 Hz: each chunk misses 2 steps; the first call's 2 steps hold the targets.
+    slow = episode(policy, 100003, Timing(8, True, 150.0))
+    assert slow['held_steps'] == 2
+    # Chunked 8 with a 2-step delay: calls at 0, 6, 12, 18, 24 (each chunk runs 6 steps,
+    # from the step after the previous chunk's last: no running plan is replaced).
+    assert slow['calls'] == 5 and slow['splices'] == 0
+    streaming = episode(policy, 100003, Timing(1, True, 150.0))
+    # Streaming: a call whenever the policy is free, every 2 steps.
+    assert streaming['calls'] == 13 and streaming['held_steps'] == 2
+    assert streaming['splices'] == 12 and streaming['splice_max'] > 0
+    # A measured latency of a fast call (< 100 ms) costs one step.
+    measured = episode(policy, 100003, Timing(1, True, None))
+    assert measured['held_steps'] == 1
+
+
+def test_seam_metrics_of_a_known_stream():
+    executed = np.array([[0.0], [0.1], [0.3], [0.3]])
+    metrics = seam_metrics(executed, 0.1, [0.05, 0.2])
+    assert metrics['splice_max'] == 0.2 and metrics['splices'] == 2
+    # Velocities 1, 2, 0 rad/s: jumps 1 and 2.
+    assert math.isclose(metrics['velocity_jump_max'], 2.0)
+    # Third difference -0.3 over 0.001 s^3.
+    assert math.isclose(metrics['jerk_rms'], 300.0)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--latency-ms', '10'], '--latency-ms needs --realtime'),
+    (['--realtime', '--latency-ms', '-1'], 'latency must be a finite number of seconds >= 0'),
+    (['--consistency', 'prefix', '--prefix-steps', '-1'], 'prefix_steps must be an int >= 0'),
+    (['--prefix-until', '0'], r'prefix_until must be in (0, 1]'),
+])
+def test_bad_timing_arguments_exit_2(tmp_path, capsys, args, message):
+    assert main(['--model', str(DEFAULT_MODEL), '--out', str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err

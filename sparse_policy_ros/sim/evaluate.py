@@ -20,6 +20,8 @@ are applied one per step; the observation history is padded with the first frame
 
 import argparse
 from collections import deque
+import dataclasses
+from dataclasses import dataclass, field
 import datetime
 import json
 import math
@@ -34,8 +36,10 @@ from tqdm import tqdm
 
 from .env import ArmPushEnv
 from .envs import env_name_for_task, ENV_NAMES, make_env
+from ..control.streaming import ChunkStream, CONSISTENCY_METHODS, delay_steps, StreamSettings
 from ..policy.checkpoint import load_config
 from ..policy.observation import OBS_IMAGES, OBS_STATE
+from ..policy.prefix import ActionPrefix
 from ..sparsity.decisions import Decision, N_DECISIONS
 from ..sparsity.sparse_policy import FEWER_STEP_MODES, MODES, SparsePolicy
 
@@ -61,56 +65,122 @@ def stack_history(history: deque) -> dict:
             OBS_STATE: np.stack([o[OBS_STATE] for o in history]).astype(np.float32)}
 
 
+@dataclass(frozen=True)
+class Timing:
+    """
+    How the world and the policy share time in an episode.
+
+    ``realtime`` False: the world waits for every call (synchronous, latency costs nothing).
+    True: simulated time runs on while the policy computes; a call answering the observation
+    of step ``s`` sets actions from step ``s + delay_steps(latency)`` and the plan before
+    keeps running meanwhile; the next call starts at the first step after it finished.
+    ``latency_ms`` None: the call's measured time; a number: that fixed latency for every call
+    (reproducible on any machine). ``replan_every``: control steps between calls (the node's
+    ``executed_actions``; 1 = streaming, a call every step).
+    """
+
+    replan_every: int
+    realtime: bool = False
+    latency_ms: float | None = None
+    stream: StreamSettings = field(default_factory=StreamSettings)
+
+    def delay(self, measured_ms: float, control_period: float) -> int:
+        """Control steps a call of ``measured_ms`` misses (0 when synchronous)."""
+        if not self.realtime:
+            return 0
+        latency = measured_ms if self.latency_ms is None else self.latency_ms
+        return delay_steps(latency / 1e3, control_period)
+
+
 def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
                 reference: SparsePolicy | None, count_flops: bool,
-                executed_actions: int | None = None) -> dict:
-    """One closed-loop episode; returns success, per-call latencies, sparsity, deviations."""
+                executed_actions: int | None = None, timing: Timing | None = None) -> dict:
+    """
+    One closed-loop episode; returns success, per-call latencies, sparsity, deviations.
+
+    The plan on the control grid is a :class:`ChunkStream` (the consistency method of
+    ``timing.stream``); a step without a plan (a realtime episode's first call still
+    computing) holds the current joint targets. Seam metrics of the executed stream:
+    ``splice_max`` (largest joint jump between the new chunk and the plan it replaced at a
+    take-over), ``velocity_jump_max`` (largest change of joint velocity between consecutive
+    steps, rad/s) and ``jerk_rms`` (rad/s^3) of the executed targets.
+    """
     config = policy.config
+    timing = timing or Timing(executed_actions or config.n_action_steps)
+    period = 1.0 / env.control_hz
     policy.reset()
     if reference is not None:
         reference.reset()
     obs = env.reset(seed=seed)
     start_distance = env.object_to_goal()
     history = deque([obs] * config.n_obs_steps, maxlen=config.n_obs_steps)
-    latencies, sparsities, deviations, flops = [], [], [], []
+    stream = ChunkStream(config.n_obs_steps, config.n_action_steps, timing.stream)
+    latencies, sparsities, deviations, flops, splices, executed = [], [], [], [], [], []
     decision_counts = np.zeros(N_DECISIONS, dtype=np.int64)
     done = False
-    call = 0
+    call = step = held = 0
+    free_at = last_call = None
+    expected_delay = timing.delay(0.0, period) if timing.latency_ms is not None else 0
     while not done:
-        observation = stack_history(history)
-        generator = torch.Generator().manual_seed(seed * 1000 + call)
-        chunk = policy.predict(observation, generator=generator,
-                               count_flops_=count_flops and call == 1)
-        if chunk.stats.flops is not None:
-            flops.append(chunk.stats.flops)
-        else:
-            latencies.append(chunk.stats.total_ms)
-        if call > 0 or policy.mode in ('dense',) + FEWER_STEP_MODES:  # call 0: dense
-            sparsities.append(chunk.stats.sparsity)
-            executed_kinds = chunk.stats.decisions.flatten().to('cpu', torch.int64).numpy()
-            decision_counts += np.bincount(executed_kinds, minlength=N_DECISIONS)
-        if reference is not None:
-            dense = reference.predict(observation,
-                                      generator=torch.Generator().manual_seed(seed * 1000 + call))
-            deviations.append(float(np.abs(dense.actions - chunk.actions).mean()))
-        call += 1
-        for action in chunk.executable[:executed_actions]:
-            obs, _, terminated, truncated, info = env.step(action)
-            history.append(obs)
-            if terminated or truncated:
-                done = True
-                break
+        due = last_call is None or step - last_call >= timing.replan_every - expected_delay
+        if (free_at is None or step >= free_at) and (due or not stream.planned(step)):
+            observation = stack_history(history)
+            generator = torch.Generator().manual_seed(seed * 1000 + call)
+            rows = stream.prefix_rows(step, expected_delay)
+            prefix = None if rows is None else ActionPrefix(rows, 0, timing.stream.prefix_until)
+            chunk = policy.predict(observation, generator=generator,
+                                   count_flops_=count_flops and call == 1, prefix=prefix)
+            if chunk.stats.flops is not None:
+                flops.append(chunk.stats.flops)
+            else:
+                latencies.append(chunk.stats.total_ms)
+            if call > 0 or policy.mode in ('dense',) + FEWER_STEP_MODES:  # call 0: dense
+                sparsities.append(chunk.stats.sparsity)
+                executed_kinds = chunk.stats.decisions.flatten().to('cpu', torch.int64).numpy()
+                decision_counts += np.bincount(executed_kinds, minlength=N_DECISIONS)
+            if reference is not None:
+                dense = reference.predict(observation, prefix=prefix, generator=torch.Generator()
+                                          .manual_seed(seed * 1000 + call))
+                deviations.append(float(np.abs(dense.actions - chunk.actions).mean()))
+            delay = timing.delay(chunk.stats.total_ms, period)
+            if timing.latency_ms is None:
+                expected_delay = delay  # the next call expects what this one took
+            stream.add(chunk.actions, step, step + delay)
+            if stream.last_splice is not None:
+                splices.append(stream.last_splice)
+            call += 1
+            last_call, free_at = step, step + max(delay, 1)
+        action = stream.commit(step)
+        if action is None:
+            action, held = env.joint_targets, held + 1
+        executed.append(np.asarray(action, dtype=np.float64))
+        obs, _, terminated, truncated, info = env.step(action)
+        history.append(obs)
+        step += 1
+        done = terminated or truncated
     return {'seed': seed, 'success': bool(env.success), 'latencies_ms': latencies,
             'sparsity': sparsities, 'deviation': deviations, 'flops': flops, 'calls': call,
-            'decisions': decision_counts.tolist(),
-            'object_to_goal_start': start_distance, 'object_to_goal_end': env.object_to_goal()}
+            'decisions': decision_counts.tolist(), 'steps': step, 'held_steps': held,
+            'object_to_goal_start': start_distance, 'object_to_goal_end': env.object_to_goal(),
+            **seam_metrics(np.array(executed), period, splices)}
+
+
+def seam_metrics(executed: np.ndarray, period: float, splices: list[float]) -> dict:
+    """Splice jumps and smoothness of an episode's executed joint targets (steps, dof)."""
+    velocity = np.diff(executed, axis=0) / period
+    velocity_jump = np.abs(np.diff(velocity, axis=0))
+    jerk = np.diff(executed, n=3, axis=0) / period ** 3
+    return {'splice_max': float(max(splices)) if splices else 0.0,
+            'splices': len(splices),
+            'velocity_jump_max': float(velocity_jump.max()) if velocity_jump.size else 0.0,
+            'jerk_rms': float(np.sqrt(np.mean(jerk ** 2))) if jerk.size else 0.0}
 
 
 def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int,
                    target_sparsity: float | None, device: str, with_deviation: bool,
                    max_steps: int, env_name: str | None = None,
                    executed_actions: int | None = None,
-                   int8_linears: bool = False) -> list[dict]:
+                   int8_linears: bool = False, timing: Timing | None = None) -> list[dict]:
     """
     All episodes of every mode in ``env_name`` (default: the model's task); a summary per mode.
 
@@ -121,7 +191,9 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
     ``target_sparsity`` applies to every mode but dense. ``executed_actions``: actions executed
     per chunk before the next call (the policy node's ``executed_actions``); None = the model's
     ``n_action_steps``. ``int8_linears``: every mode's branch matmuls in dynamic int8 (CPU);
-    the deviation reference stays the float32 dense policy.
+    the deviation reference stays the float32 dense policy. ``timing``: realtime evaluation
+    and the consistency between chunks (:class:`Timing`; None: synchronous, replanning every
+    ``executed_actions`` steps, chunks independent).
     """
     policies, reference, env = {}, None, None
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
@@ -144,7 +216,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
                     mode = modes[(i + j) % len(modes)]
                     results[mode].append(run_episode(
                         env, policies[mode], seed_start + i,
-                        None if mode == 'dense' else reference, True, executed_actions))
+                        None if mode == 'dense' else reference, True, executed_actions,
+                        timing))
                     progress.update()
     finally:
         if env is not None:
@@ -175,14 +248,30 @@ def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]
         'sparsity': float(np.mean(sparsity)) if sparsity else 0.0,
         'flops_per_call': float(np.mean(flops)) if flops else None,
         'calls': int(sum(r['calls'] for r in results)),
+        'steps': int(sum(r['steps'] for r in results)),
+        'held_steps': int(sum(r['held_steps'] for r in results)),
+        'seams': seam_summary(results),
         'action_deviation_by_call': deviation_by_call(results),
         'decision_fractions': decision_fractions(results),
         'failures': failure_breakdown(results),
         'episodes_detail': [{'seed': r['seed'], 'success': r['success'], 'calls': r['calls'],
+                             'steps': r['steps'], 'splice_max': r['splice_max'],
+                             'velocity_jump_max': r['velocity_jump_max'],
+                             'jerk_rms': r['jerk_rms'],
                              'object_to_goal_start': r['object_to_goal_start'],
                              'object_to_goal_end': r['object_to_goal_end'],
                              'deviation': r['deviation']} for r in results],
     }
+
+
+def seam_summary(results: list[dict]) -> dict:
+    """Seam metrics over the episodes: worst splice and velocity jump, median jerk RMS."""
+    def worst(key: str) -> float:
+        return float(max((r[key] for r in results), default=0.0))
+    return {'splices': int(sum(r['splices'] for r in results)),
+            'splice_max': worst('splice_max'), 'velocity_jump_max': worst('velocity_jump_max'),
+            'jerk_rms_median': float(np.median([r['jerk_rms'] for r in results]))
+            if results else 0.0}
 
 
 def failure_breakdown(results: list[dict]) -> dict:
@@ -277,6 +366,19 @@ def markdown_table(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def seam_table(rows: list[dict]) -> str:
+    """Splice and smoothness metrics per mode (see ``run_episode``)."""
+    lines = ['| mode | calls/episode | held steps | splices | max splice jump rad | '
+             'max velocity jump rad/s | median jerk RMS rad/s^3 |',
+             '|---|---:|---:|---:|---:|---:|---:|']
+    for r in rows:
+        m = r['seams']
+        lines.append(f"| {r['mode']} | {r['calls'] / max(1, r['episodes']):.1f} | "
+                     f"{r['held_steps']} | {m['splices']} | {m['splice_max']:.4f} | "
+                     f"{m['velocity_jump_max']:.3f} | {m['jerk_rms_median']:.1f} |")
+    return '\n'.join(lines)
+
+
 def failure_table(rows: list[dict]) -> str:
     """Failed episodes per mode: how many left the puck farther from the goal than at reset."""
     lines = ['| mode | failed | puck ended farther from the goal | median end distance m |',
@@ -310,6 +412,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--int8', action='store_true',
                         help="every mode's transformer branches in dynamic int8 (CPU only; the "
                              'deviation reference stays float32 dense)')
+    parser.add_argument('--consistency', choices=CONSISTENCY_METHODS, default='none',
+                        help='how a chunk is reconciled with the one executing: none '
+                             '(independent), prefix (committed actions inpainted), ensemble '
+                             '(temporal ensembling, ACT)')
+    parser.add_argument('--prefix-steps', type=int, default=StreamSettings.prefix_steps,
+                        help='prefix: planned actions beyond the inference delay kept')
+    parser.add_argument('--prefix-until', type=float, default=StreamSettings.prefix_until,
+                        help='prefix: fraction of the denoising steps the prefix is imposed on')
+    parser.add_argument('--ensemble-decay', type=float, default=StreamSettings.ensemble_decay,
+                        help="ensemble: ACT's m (weights exp(-m i), i = 0 the oldest chunk)")
+    parser.add_argument('--realtime', action='store_true',
+                        help='simulated time runs while the policy computes (the plan before '
+                             'keeps executing; a chunk sets actions from its arrival on)')
+    parser.add_argument('--latency-ms', type=float, default=None,
+                        help='realtime: a fixed latency per call (reproducible); default: '
+                             "each call's measured time")
     parser.add_argument('--out', type=Path, default=Path('results/eval'))
     args = parser.parse_args(argv)
     modes = [MODE_ALIASES.get(m.strip(), m.strip()) for m in args.modes.split(',') if m.strip()]
@@ -333,6 +451,17 @@ def main(argv: list[str] | None = None) -> int:
               f"(the model's n_action_steps), got {args.executed_actions}", file=sys.stderr)
         return 2
     executed = args.executed_actions or None
+    try:
+        stream = StreamSettings(args.consistency, args.prefix_steps, args.prefix_until,
+                                args.ensemble_decay)
+        if args.latency_ms is not None:
+            if not args.realtime:
+                raise ValueError('--latency-ms needs --realtime')
+            delay_steps(args.latency_ms / 1e3, 1.0)  # refuses a negative or non-finite one
+    except ValueError as error:
+        print(f'eval-policy: error: {error}', file=sys.stderr)
+        return 2
+    timing = Timing(executed or config.n_action_steps, args.realtime, args.latency_ms, stream)
     if args.int8 and args.device != 'cpu':
         print(f'eval-policy: error: --int8 needs --device cpu, got {args.device!r}',
               file=sys.stderr)
@@ -340,11 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     target = None if args.target_sparsity < 0 else args.target_sparsity
     rows = evaluate_modes(args.model, modes, args.episodes, args.seed_start, target,
                           args.device, not args.no_deviation, args.max_steps, env_name, executed,
-                          args.int8)
+                          args.int8, timing)
     table = markdown_table(rows) + '\n\nDecisions executed (calls after the first of each ' \
         'episode; dense: all calls):\n\n' + decision_table(rows) + \
         '\n\nFailed episodes, puck to goal centre (start of episode vs end):\n\n' + \
-        failure_table(rows)
+        failure_table(rows) + '\n\nSeams of the executed joint targets:\n\n' + seam_table(rows)
     by_call = deviation_table(rows)
     if by_call:
         table += ('\n\nMean (max) action deviation from dense by call index within an episode '
@@ -358,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
             'torch': torch.__version__,
             'model': str(args.model), 'env': env_name, 'command': ' '.join(sys.argv),
             'executed_actions': executed or config.n_action_steps,
+            'realtime': args.realtime, 'latency_ms': args.latency_ms,
+            'consistency': dataclasses.asdict(stream),
             'device': args.device, 'int8_linears': args.int8}
     if args.device.startswith('cuda') and torch.cuda.is_available():
         meta['device_name'] = torch.cuda.get_device_name(args.device)

@@ -56,6 +56,26 @@ class RolloutCache:
             raise RuntimeError(f'rollout cache has no entry for step {step}, branch {branch}')
         return self._slots[step][branch]
 
+    def shift(self, steps: int) -> None:
+        """
+        Move every entry ``steps`` action tokens earlier (the calls are ``steps`` apart).
+
+        Consecutive calls of a streaming policy answer observations ``steps`` control steps
+        apart, so token ``r`` of this call plans the step that token ``r + steps`` of the last
+        call planned: entry rows ``steps ..`` move to ``0 ..``. The last ``steps`` rows, which
+        the last call never planned, repeat its final row. ``steps = 0`` changes nothing;
+        ``steps >= T`` leaves every row a copy of the final one. Which entries hold values is
+        unchanged (a shifted entry is still the last computed value, moved).
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f'cache shift must be an int >= 0 (control steps), got {steps!r}')
+        if steps == 0 or self._store is None:
+            return
+        tokens = self._store.shape[3]
+        moved = min(steps, tokens - 1)
+        self._store[:, :, :, :tokens - moved] = self._store[:, :, :, moved:].clone()
+        self._store[:, :, :, tokens - moved:] = self._store[:, :, :, tokens - 1:].clone()
+
     def mark_computed(self, computed: torch.Tensor) -> None:
         """Record entries written on the device without ``store`` (a CUDA graph replay)."""
         self._filled |= computed.numpy().astype(bool)

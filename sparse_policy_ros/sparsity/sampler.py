@@ -7,6 +7,7 @@ import torch
 from .cache import RolloutCache
 from .decisions import BRANCHES_PER_LAYER, Decision
 from ..policy.model import ACTION, DiffusionPolicy
+from ..policy.prefix import PrefixCondition
 from ..policy.sampler import SamplingNoise
 from ..policy.scheduler import NoiseScheduler
 
@@ -18,7 +19,8 @@ REUSE_STEP = int(Decision.REUSE_STEP)
 def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: NoiseScheduler,
                   noise: SamplingNoise, cache: RolloutCache,
                   get_decisions: Callable[[], torch.Tensor],
-                  cross_kv: list[torch.Tensor] | None = None) -> torch.Tensor:
+                  cross_kv: list[torch.Tensor] | None = None,
+                  prefix: PrefixCondition | None = None) -> torch.Tensor:
     """
     Denoise with per-(step, branch) reuse; returns unnormalized actions (B, T, Da).
 
@@ -27,10 +29,15 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     ``decisions.make_executable``). With all-COMPUTE decisions the arithmetic is exactly that
     of ``policy.sampler.sample_dense`` (given the same ``cross_kv``: optional precomputed
     cross-attention keys/values, ``DiffusionTransformer.cross_kv_steps``).
+    ``prefix``: rows of the sample fixed to committed actions before every step and in the
+    result (``policy/prefix.py``); None leaves the arithmetic untouched.
     """
     net = model.transformer
     n_branches = len(net.branches)
     x = noise.initial
+    if prefix is not None:
+        x = x.clone()  # the call's noise stays as drawn (chunk.noise replays it)
+        prefix.apply(0, x)
     step_latest: list[torch.Tensor | None] = [None] * n_branches
     # Sum of step_latest, kept while no branch is recomputed: a step that reuses every branch
     # from the previous step then costs one add instead of n_branches.
@@ -51,6 +58,8 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
                 latest_sum = net.stream_offset(latest_sum)
             x = scheduler.step(k, net.output(net.embed_actions_plus(x, latest_sum)), x,
                                noise.at(k))
+            if prefix is not None:
+                prefix.apply(k + 1, x)
             continue
         row = rows[k] if rows is not None else [COMPUTE] * n_branches
         if COMPUTE in row:
@@ -72,6 +81,8 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
                 delta = cache.rollout(k, i)
             h = h + delta
         x = scheduler.step(k, net.output(h), x, noise.at(k))
+        if prefix is not None:
+            prefix.apply(k + 1, x)
     if scheduler.num_inference_steps == 1:
         get_decisions()
     return model.normalizer.unnormalize(ACTION, x)

@@ -30,8 +30,9 @@ from ..policy.checkpoint import load_policy
 from ..policy.config import PolicyConfig
 from ..policy.ddim_timesteps import load_ddim_timesteps, searched_timesteps_for
 from ..policy.frame_cache import FrameFeatureCache
-from ..policy.model import DiffusionPolicy
+from ..policy.model import ACTION, DiffusionPolicy
 from ..policy.observation import OBS_IMAGES, OBS_STATE, validate_observation
+from ..policy.prefix import ActionPrefix, PrefixCondition
 from ..policy.sampler import condition_all_steps, SamplingNoise, time_memory_for
 from ..policy.scheduler import NoiseScheduler
 
@@ -251,6 +252,17 @@ class SparsePolicy:
         """Forget the rollout cache: the next call computes what it would have reused from it."""
         self.cache.reset()
 
+    def shift_cache(self, steps: int) -> None:
+        """
+        Align the rollout cache with a call ``steps`` control steps after the last one.
+
+        Moves every entry ``steps`` action tokens earlier (``RolloutCache.shift``), so that a
+        reuse-rollout decision reads the value computed for the same control step. For
+        streaming replanning; chunked callers that replan every ``n_action_steps`` leave the
+        cache aligned by call index, as the pruner was trained.
+        """
+        self.cache.shift(steps)
+
     @property
     def cache_bytes(self) -> int:
         """Rollout cache memory in bytes."""
@@ -276,7 +288,8 @@ class SparsePolicy:
         self.calls = 0
 
     def predict(self, observation: dict, generator: torch.Generator | None = None,
-                count_flops_: bool = False, noise: SamplingNoise | None = None) -> ActionChunk:
+                count_flops_: bool = False, noise: SamplingNoise | None = None,
+                prefix: ActionPrefix | None = None) -> ActionChunk:
         """
         One policy call. Bad observations raise ValueError naming the field.
 
@@ -289,8 +302,16 @@ class SparsePolicy:
         call found entries it would reuse from earlier calls missing (the first after a reset
         computes those; the replay may reuse them); a replay after a reset gives a first call's
         actions, the same as the original for decisions that reuse nothing across calls.
+
+        ``prefix``: chunk rows fixed to actions already committed (``policy/prefix.py``),
+        imposed by replacement at every denoising step; such a call runs eagerly (no CUDA
+        graph: the rows change every call).
         """
         images, state = validate_observation(observation, self.config)
+        if prefix is not None:
+            if not isinstance(prefix, ActionPrefix):
+                raise TypeError(f'prefix must be an ActionPrefix, got {type(prefix).__name__}')
+            prefix = prefix.checked(self.config.horizon, self.config.action_dim)
         if noise is not None:
             if generator is not None:
                 raise ValueError('pass noise or generator, not both: replayed noise draws '
@@ -302,14 +323,16 @@ class SparsePolicy:
                                   None if noise.per_step is None
                                   else noise.per_step.to(self.device))
         if count_flops_:
-            chunk, flops = count_flops(self._predict, images, state, generator, True, noise)
+            chunk, flops = count_flops(self._predict, images, state, generator, True, noise,
+                                       prefix)
             chunk.stats.flops = flops
             return chunk
-        return self._predict(images, state, generator, False, noise)
+        return self._predict(images, state, generator, False, noise, prefix)
 
     @torch.inference_mode()
     def _predict(self, images: dict, state: np.ndarray, generator: torch.Generator | None,
-                 synchronous_pruner: bool, noise: SamplingNoise | None = None) -> ActionChunk:
+                 synchronous_pruner: bool, noise: SamplingNoise | None = None,
+                 prefix: ActionPrefix | None = None) -> ActionChunk:
         stats = PredictStats()
         start = time.perf_counter()
         obs_tokens = self.encode(images, state, stats)
@@ -344,7 +367,13 @@ class SparsePolicy:
             noise = SamplingNoise.draw(self.scheduler, (1, self.config.horizon,
                                                         self.config.action_dim),
                                        self.device, generator or self._generator)
-        if self._graphed is not None and not synchronous_pruner:
+        condition = None
+        if prefix is not None:
+            rows = torch.from_numpy(prefix.actions).to(self.device)[None]
+            condition = PrefixCondition.build(
+                self.model.normalizer.normalize(ACTION, rows), prefix.start, prefix.until,
+                self.scheduler, noise.initial)
+        if self._graphed is not None and not synchronous_pruner and condition is None:
             # A graph needs the decisions before launch: the pruner's overlap with step 0 is
             # given up for a single-launch call.
             actions = self._graphed.sample(self.model, memory, self.scheduler, noise,
@@ -353,7 +382,7 @@ class SparsePolicy:
             cross_kv = (None if self._time_kv is None else
                         self.model.transformer.cross_kv_steps(memory, self._time_kv))
             actions = sample_sparse(self.model, memory, self.scheduler, noise, self.cache,
-                                    get_decisions, cross_kv)
+                                    get_decisions, cross_kv, condition)
         actions_np = actions[0].float().cpu().numpy()
         end = time.perf_counter()
         decisions = executed[0] if executed else make_executable(self._planned_static(), False)
