@@ -13,6 +13,19 @@ Timeline of one control step at ``control_hz``::
 
 Lower-level use (the ROS sim node): ``set_joint_targets(q)`` then ``advance(dt)`` as often as the
 node likes; ``render_images()`` and ``state()`` read the current state.
+
+Disturbance variant (``ArmPushEnv(disturbance=DisturbanceSpec(...))``, see :mod:`.disturbance`):
+at a control step drawn per episode the puck is shoved to another place on the table or the goal
+jumps, so that a policy has to react mid-episode. ``reset(seed)`` plans the event from the seed
+with a generator of its own (the layout of a seed stays what it is without the option);
+``step()`` applies it at the start of the drawn step, before that step's physics, and from then
+on puts ``info['disturbance']`` (the event as a dict); ``env.disturbance`` holds the event and
+``env.disturbance_happened`` says whether it has been applied. A shoved puck stays in the layout's
+puck range, clear of the pusher, with the push still reachable; a jumped goal stays in the goal
+range; either way the puck ends at least ``min_separation`` from the goal, so the disturbance
+never finishes the task, and the success test uses the goal where it is now. Only ``step()``
+applies it (not ``advance()``). The default, ``disturbance=None``, leaves everything as without
+the option, bit for bit.
 """
 
 from dataclasses import dataclass
@@ -28,6 +41,8 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .disturbance import (  # noqa: E402
+    candidate_displacements, Disturbance, DisturbanceSpec, draw_disturbance, PENDING, SHOVE)
 from ..policy.observation import OBS_IMAGES, OBS_STATE  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -55,6 +70,9 @@ MIN_PUSH_DISTANCE = 0.12
 APPROACH_CLEARANCE = 0.075
 REACH_RANGE = (0.2, 0.53)
 MIN_START_GAP = 0.09
+# A shoved puck is put down at least this far (edge to edge) from the pusher, so the two never
+# overlap and the contact solver never has to throw them apart.
+SHOVE_PUSHER_CLEARANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -82,8 +100,14 @@ class ArmPushEnv:
 
     def __init__(self, image_size: int = 96, max_steps: int = DEFAULT_MAX_STEPS,
                  render: bool = True, control_hz: float = 10.0,
-                 success_radius: float = 0.03) -> None:
-        """Load the model; ``render=False`` makes no renderer and observations hold no images."""
+                 success_radius: float = 0.03,
+                 disturbance: DisturbanceSpec | None = None) -> None:
+        """
+        Load the model; ``render=False`` makes no renderer and observations hold no images.
+
+        ``disturbance``: a :class:`~.disturbance.DisturbanceSpec` to shove the puck or move the
+        goal once per episode (see the module docstring); None (default) for the plain task.
+        """
         if not isinstance(image_size, int) or not 16 <= image_size <= 1024:
             raise ValueError(f'image_size must be an int in [16, 1024], got {image_size!r}')
         if not isinstance(max_steps, int) or max_steps < 1:
@@ -92,6 +116,21 @@ class ArmPushEnv:
             raise ValueError(f'control_hz must be a positive number, got {control_hz!r}')
         if not np.isfinite(success_radius) or success_radius <= 0:
             raise ValueError(f'success_radius must be a positive number, got {success_radius!r}')
+        if disturbance is not None:
+            if not isinstance(disturbance, DisturbanceSpec):
+                raise ValueError('disturbance must be a DisturbanceSpec or None, '
+                                 f'got {disturbance!r}')
+            if disturbance.min_separation <= success_radius:
+                raise ValueError(
+                    f'disturbance.min_separation must exceed success_radius ({success_radius}) '
+                    'so that a disturbance never finishes the task, got '
+                    f'{disturbance.min_separation}')
+            if disturbance.step_range[1] > max_steps:
+                raise ValueError(
+                    f'disturbance.step_range must end at most at max_steps ({max_steps}), '
+                    f'got {disturbance.step_range}')
+        self.disturbance_spec = disturbance
+        self._disturbance: Disturbance | None = None
         self.image_size = image_size
         self.max_steps = max_steps
         self.control_hz = float(control_hz)
@@ -155,6 +194,9 @@ class ArmPushEnv:
         self._target_steps = 0
         self._seed = int(seed)
         self._needs_reset = False
+        self._disturbance = None
+        if self.disturbance_spec is not None:
+            self._disturbance = draw_disturbance(self.disturbance_spec, int(seed))
         return self._observation()
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict]:
@@ -162,11 +204,16 @@ class ArmPushEnv:
         Hold joint targets ``action`` (n,) for one control period; gymnasium-style 5-tuple.
 
         The reward is 1.0 on success and 0.0 otherwise; the episode terminates on success and
-        is truncated after ``max_steps`` steps.
+        is truncated after ``max_steps`` steps. With a disturbance, the step it is drawn for
+        applies it before its physics, and ``info['disturbance']`` holds it from then on.
         """
         if self._needs_reset:
             raise RuntimeError('call reset(seed) before step()')
-        self.set_joint_targets(self._check_joint_vector(action, 'action'))
+        action = self._check_joint_vector(action, 'action')
+        event = self._disturbance
+        if event is not None and event.status == PENDING and self._steps + 1 == event.step:
+            self._apply_disturbance()
+        self.set_joint_targets(action)
         self.advance(1.0 / self.control_hz)
         self._steps += 1
         success = self.success
@@ -181,6 +228,8 @@ class ArmPushEnv:
             'steps': self._steps,
             'seed': self._seed,
         }
+        if self._disturbance is not None and self._disturbance.status != PENDING:
+            info['disturbance'] = self._disturbance.to_dict()
         return self._observation(), float(success), terminated, truncated, info
 
     def close(self) -> None:
@@ -244,6 +293,16 @@ class ArmPushEnv:
         """Distance in metres between the puck centre and the goal centre."""
         return float(np.linalg.norm(self._object_xy() - self._goal_xy()))
 
+    @property
+    def disturbance(self) -> Disturbance | None:
+        """Return the event of this episode: planned, then applied or skipped; None if off."""
+        return self._disturbance
+
+    @property
+    def disturbance_happened(self) -> bool:
+        """Whether this episode's disturbance has been applied to the world yet."""
+        return self._disturbance is not None and self._disturbance.happened
+
     # ------------------------------------------------------------------ privileged access
     def privileged_state(self) -> TaskState:
         """Return the full task state (puck and goal poses included) for experts and metrics."""
@@ -276,6 +335,62 @@ class ArmPushEnv:
 
     def _goal_xy(self) -> np.ndarray:
         return self._data.mocap_pos[self._goal_mocap, :2].copy()
+
+    def _apply_disturbance(self) -> None:
+        """Shove the puck or move the goal as planned (or as near the plan as valid)."""
+        event, spec = self._disturbance, self.disturbance_spec
+        model, data = self.model, self._data
+        mujoco.mj_forward(model, data)
+        object_xy, goal_xy = self._object_xy(), self._goal_xy()
+        tip_xy = data.site_xpos[self._tip_site, :2].copy()
+        puck_dofs = model.jnt_dofadr[[model.joint(name).id for name in ('puck_x', 'puck_y')]]
+        # Farthest a kicked puck can slide: its velocity decays at least as fast as under the
+        # slide joints' viscous damping alone (friction only shortens the slide).
+        slide_per_speed = float(model.body_mass[self._object_body]
+                                / max(float(np.min(model.dof_damping[puck_dofs])), 1e-9))
+        for displacement in candidate_displacements(event, spec):
+            if event.kind == SHOVE:
+                new_object, new_goal = object_xy + displacement, goal_xy
+                direction = displacement / np.linalg.norm(displacement)
+                slide_end = new_object + event.speed * slide_per_speed * direction
+                valid = (self._valid_object_xy(new_object, goal_xy, tip_xy, spec.min_separation)
+                         and _in_range(slide_end, OBJECT_X_RANGE, OBJECT_Y_RANGE)
+                         and _segment_point_distance(new_object, slide_end, goal_xy)
+                         >= spec.min_separation)
+            else:
+                new_object, new_goal = object_xy, goal_xy + displacement
+                valid = (_in_range(new_goal, GOAL_X_RANGE, GOAL_Y_RANGE)
+                         and _push_reachable(object_xy, new_goal, spec.min_separation))
+            if valid:
+                break
+        else:
+            self._disturbance = event.skipped(
+                f'no valid {event.kind} of {event.distance:.3f} m (or of another distance in '
+                f'range) from puck {object_xy.round(3).tolist()}, goal '
+                f'{goal_xy.round(3).tolist()}')
+            logger.warning('seed %s, step %d: disturbance skipped: %s', self._seed, event.step,
+                           self._disturbance.reason)
+            return
+        velocity = np.zeros(2)
+        if event.kind == SHOVE:
+            velocity = event.speed * displacement / np.linalg.norm(displacement)
+            # The slide joints move the puck along the world x and y axes.
+            data.qpos[self._object_qpos_adr] += displacement
+            data.qvel[puck_dofs] = velocity
+        else:
+            data.mocap_pos[self._goal_mocap, :2] = new_goal
+        mujoco.mj_forward(model, data)
+        self._disturbance = event.applied(
+            displacement=displacement, velocity=velocity, object_before=object_xy,
+            object_after=self._object_xy(), goal_before=goal_xy, goal_after=self._goal_xy())
+
+    def _valid_object_xy(self, object_xy: np.ndarray, goal_xy: np.ndarray, tip_xy: np.ndarray,
+                         min_separation: float) -> bool:
+        """Check a shoved puck: in the layout range, clear of the pusher, push reachable."""
+        clearance = self.object_radius + self.pusher_radius + SHOVE_PUSHER_CLEARANCE
+        return bool(_in_range(object_xy, OBJECT_X_RANGE, OBJECT_Y_RANGE)
+                    and np.linalg.norm(object_xy - tip_xy) >= clearance
+                    and _push_reachable(object_xy, goal_xy, min_separation))
 
     def _check_joint_vector(self, value: Any, field_name: str) -> np.ndarray:
         n = len(self.joint_names)
@@ -315,3 +430,24 @@ class ArmPushEnv:
                 continue
             return object_xy, goal_xy, home
         raise RuntimeError('could not sample a feasible layout in 1000 draws')  # pragma: no cover
+
+
+def _in_range(xy: np.ndarray, x_range: tuple[float, float], y_range: tuple[float, float]) -> bool:
+    return bool(x_range[0] <= xy[0] <= x_range[1] and y_range[0] <= xy[1] <= y_range[1])
+
+
+def _push_reachable(object_xy: np.ndarray, goal_xy: np.ndarray, min_distance: float) -> bool:
+    """Apply the layout's reach rule: the point behind the puck (seen from the goal) in reach."""
+    push = goal_xy - object_xy
+    distance = float(np.linalg.norm(push))
+    if distance < min_distance:
+        return False
+    approach_reach = np.linalg.norm(object_xy - APPROACH_CLEARANCE * push / distance)
+    return bool(REACH_RANGE[0] <= approach_reach <= REACH_RANGE[1])
+
+
+def _segment_point_distance(start: np.ndarray, end: np.ndarray, point: np.ndarray) -> float:
+    segment = end - start
+    length2 = float(segment @ segment)
+    t = 0.0 if length2 < 1e-18 else float(np.clip((point - start) @ segment / length2, 0.0, 1.0))
+    return float(np.linalg.norm(start + t * segment - point))

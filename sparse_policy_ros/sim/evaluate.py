@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .disturbance import DisturbanceSpec
 from .env import ArmPushEnv
 from .envs import env_name_for_task, ENV_NAMES, make_env
 from ..control.streaming import ChunkStream, CONSISTENCY_METHODS, delay_steps, StreamSettings
@@ -162,6 +163,8 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             'sparsity': sparsities, 'deviation': deviations, 'flops': flops, 'calls': call,
             'decisions': decision_counts.tolist(), 'steps': step, 'held_steps': held,
             'object_to_goal_start': start_distance, 'object_to_goal_end': env.object_to_goal(),
+            'disturbance': (None if getattr(env, 'disturbance', None) is None
+                            else env.disturbance.to_dict()),
             **seam_metrics(np.array(executed), period, splices)}
 
 
@@ -180,7 +183,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
                    target_sparsity: float | None, device: str, with_deviation: bool,
                    max_steps: int, env_name: str | None = None,
                    executed_actions: int | None = None,
-                   int8_linears: bool = False, timing: Timing | None = None) -> list[dict]:
+                   int8_linears: bool = False, timing: Timing | None = None,
+                   disturbance: DisturbanceSpec | None = None) -> list[dict]:
     """
     All episodes of every mode in ``env_name`` (default: the model's task); a summary per mode.
 
@@ -193,7 +197,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
     ``n_action_steps``. ``int8_linears``: every mode's branch matmuls in dynamic int8 (CPU);
     the deviation reference stays the float32 dense policy. ``timing``: realtime evaluation
     and the consistency between chunks (:class:`Timing`; None: synchronous, replanning every
-    ``executed_actions`` steps, chunks independent).
+    ``executed_actions`` steps, chunks independent). ``disturbance``: the task's disturbance
+    variant (``sim/disturbance.py``; drawn per seed, the same in every mode).
     """
     policies, reference, env = {}, None, None
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
@@ -208,7 +213,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
         config = policies[modes[0]].config
         if env_name is None:
             env_name = env_name_for_task(config.extra)
-        env = make_env(env_name, image_size=config.image_shape[1], max_steps=max_steps)
+        env = make_env(env_name, image_size=config.image_shape[1], max_steps=max_steps,
+                       disturbance=disturbance)
         with tqdm(total=episodes * len(modes), desc=f"eval {','.join(modes)}",
                   dynamic_ncols=True) as progress:
             for i in range(episodes):
@@ -257,7 +263,7 @@ def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]
         'episodes_detail': [{'seed': r['seed'], 'success': r['success'], 'calls': r['calls'],
                              'steps': r['steps'], 'splice_max': r['splice_max'],
                              'velocity_jump_max': r['velocity_jump_max'],
-                             'jerk_rms': r['jerk_rms'],
+                             'jerk_rms': r['jerk_rms'], 'disturbance': r['disturbance'],
                              'object_to_goal_start': r['object_to_goal_start'],
                              'object_to_goal_end': r['object_to_goal_end'],
                              'deviation': r['deviation']} for r in results],
@@ -428,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--latency-ms', type=float, default=None,
                         help='realtime: a fixed latency per call (reproducible); default: '
                              "each call's measured time")
+    parser.add_argument('--disturbance', choices=('none', 'shove', 'goal_jump', 'either'),
+                        default='none',
+                        help='disturbance variant: the puck is shoved or the goal jumps once, '
+                             'at a step drawn from the seed (recorded per episode)')
     parser.add_argument('--out', type=Path, default=Path('results/eval'))
     args = parser.parse_args(argv)
     modes = [MODE_ALIASES.get(m.strip(), m.strip()) for m in args.modes.split(',') if m.strip()]
@@ -462,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'eval-policy: error: {error}', file=sys.stderr)
         return 2
     timing = Timing(executed or config.n_action_steps, args.realtime, args.latency_ms, stream)
+    disturbance = None if args.disturbance == 'none' else DisturbanceSpec(args.disturbance)
     if args.int8 and args.device != 'cpu':
         print(f'eval-policy: error: --int8 needs --device cpu, got {args.device!r}',
               file=sys.stderr)
@@ -469,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     target = None if args.target_sparsity < 0 else args.target_sparsity
     rows = evaluate_modes(args.model, modes, args.episodes, args.seed_start, target,
                           args.device, not args.no_deviation, args.max_steps, env_name, executed,
-                          args.int8, timing)
+                          args.int8, timing, disturbance)
     table = markdown_table(rows) + '\n\nDecisions executed (calls after the first of each ' \
         'episode; dense: all calls):\n\n' + decision_table(rows) + \
         '\n\nFailed episodes, puck to goal centre (start of episode vs end):\n\n' + \
@@ -488,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             'model': str(args.model), 'env': env_name, 'command': ' '.join(sys.argv),
             'executed_actions': executed or config.n_action_steps,
             'realtime': args.realtime, 'latency_ms': args.latency_ms,
+            'disturbance': None if disturbance is None else disturbance.to_dict(),
             'consistency': dataclasses.asdict(stream),
             'device': args.device, 'int8_linears': args.int8}
     if args.device.startswith('cuda') and torch.cuda.is_available():
