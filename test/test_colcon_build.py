@@ -1,4 +1,4 @@
-"""`colcon build` of this package installs launch, config, models, urdf, worlds, executables."""
+"""`colcon build` installs launch, config, models, urdf, worlds, executables, every module."""
 
 import os
 from pathlib import Path
@@ -48,3 +48,15 @@ def test_colcon_build_installs_everything(tmp_path):
         assert installed == expected, name
     for exe in EXECUTABLES:
         assert (prefix / 'lib' / 'sparse_policy_ros' / exe).is_file(), exe
+    # Every subpackage (control/ included) is installed with all of its modules.
+    installed_packages = [init.parent for init in
+                          prefix.glob('**/*-packages/sparse_policy_ros/__init__.py')]
+    assert len(installed_packages) == 1, installed_packages
+    package = REPO / 'sparse_policy_ros'
+    expected = sorted(p.relative_to(package) for p in package.rglob('*.py')
+                      if '__pycache__' not in p.parts
+                      and (p.parent / '__init__.py').is_file())
+    installed = sorted(p.relative_to(installed_packages[0])
+                       for p in installed_packages[0].rglob('*.py'))
+    assert Path('control', 'planning.py') in expected
+    assert installed == expected

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
+from sparse_policy_ros.control.safety import JointLimits
 from sparse_policy_ros.ros.jtc_validation import CommandedMotionChecker
 from sparse_policy_ros.ros.params import POLICY_PARAMS
 from sparse_policy_ros.ros.paths import default_model_dir
@@ -12,7 +13,6 @@ from sparse_policy_ros.ros.policy_loader import load_sparse_policy
 from sparse_policy_ros.ros.policy_node import PolicyNode
 from sparse_policy_ros.ros.robot_description import load_robot_description, parse_urdf
 from sparse_policy_ros.ros.robot_description import resolve_joint_limits, resolve_joint_names
-from sparse_policy_ros.ros.safety import JointLimits
 from test_ros_policy_node import (chunks, HOME, JOINTS, MAX_ACCELERATION, policy_overrides,
                                   SensorFeed)
 from trajectory_msgs.msg import JointTrajectory

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
+from sparse_policy_ros.control.safety import JointLimits
 from sparse_policy_ros.ros.diagnostics import status_values
 from sparse_policy_ros.ros.jtc_validation import CommandedMotionChecker
 from sparse_policy_ros.ros.policy_node import PolicyNode
-from sparse_policy_ros.ros.safety import JointLimits
 from sparse_policy_ros.ros.sim_node import SimNode
 from sparse_policy_ros.ros.trajectory import stamp_to_seconds
 from std_msgs.msg import Header, String

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from sparse_policy_ros.control.message_errors import MessageError
 from sparse_policy_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from sparse_policy_ros.ros.image_conversion import rgb_to_image_fields
-from sparse_policy_ros.ros.message_errors import MessageError
 
 RGB = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
 

@@ -3,12 +3,12 @@
 from builtin_interfaces.msg import Duration, Time
 import numpy as np
 import pytest
+from sparse_policy_ros.control.planning import hold_plan, plan_chunk
+from sparse_policy_ros.control.safety import JointLimits, SafetyFilter
+from sparse_policy_ros.control.trajectory_follower import TrajectoryFollower
 from sparse_policy_ros.ros.jtc_validation import CommandedMotionChecker, jtc_rejection
-from sparse_policy_ros.ros.safety import JointLimits, SafetyFilter
-from sparse_policy_ros.ros.trajectory import hold_plan, plan_chunk, seconds_to_stamp
-from sparse_policy_ros.ros.trajectory import stamp_to_seconds
+from sparse_policy_ros.ros.trajectory import seconds_to_stamp, stamp_to_seconds
 from sparse_policy_ros.ros.trajectory import to_joint_trajectory_msg
-from sparse_policy_ros.ros.trajectory_follower import TrajectoryFollower
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 JOINTS = ('a', 'b')

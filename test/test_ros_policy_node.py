@@ -16,11 +16,11 @@ import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
+from sparse_policy_ros.control.safety import JointLimits
 from sparse_policy_ros.ros.diagnostics import status_values
 from sparse_policy_ros.ros.image_conversion import rgb_to_image_fields
 from sparse_policy_ros.ros.jtc_validation import CommandedMotionChecker
 from sparse_policy_ros.ros.policy_node import PolicyNode
-from sparse_policy_ros.ros.safety import JointLimits
 from sparse_policy_ros.ros.trajectory import stamp_to_seconds
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger

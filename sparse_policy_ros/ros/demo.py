@@ -35,13 +35,13 @@ import yaml
 from .diagnostics import status_values
 from .joint_states import joint_positions_from_msg
 from .jtc_validation import CommandedMotionChecker
-from .message_errors import MessageError
 from .params import POLICY_PARAMS, RANDOM_MODEL
 from .paths import default_model_dir, package_path
 from .robot_description import load_robot_description, resolve_joint_limits
 from .robot_description import resolve_joint_names
-from .safety import JointLimits
 from .trajectory import stamp_to_seconds
+from ..control.message_errors import MessageError
+from ..control.safety import JointLimits
 
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Random weights run the pruner at this sparsity so the demo's timing means something.

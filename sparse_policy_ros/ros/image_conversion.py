@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .message_errors import MessageError
+from ..control.message_errors import MessageError
 
 try:  # a ROS 2 install ships cv_bridge; PyPI has only the ROS 1 one, which lacks CvBridge here
     from cv_bridge import CvBridge

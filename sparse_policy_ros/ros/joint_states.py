@@ -4,7 +4,7 @@ from typing import Any
 
 import numpy as np
 
-from .message_errors import MessageError
+from ..control.message_errors import MessageError
 
 
 def joint_positions_from_msg(msg: Any, joint_names: tuple[str, ...] | list[str]) -> np.ndarray:

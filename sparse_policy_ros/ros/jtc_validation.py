@@ -13,9 +13,9 @@ Two checks for every ``trajectory_msgs/JointTrajectory`` the policy node publish
   (``allow_nonzero_velocity_at_trajectory_end`` false). It returns the reason, or None.
 * :class:`CommandedMotionChecker` rebuilds the commanded motion from the accepted messages
   the way the controller does (replace on arrival from the command at that moment, cubic
-  Hermite between points that carry velocities; ``trajectory_follower.py``) and checks the
-  position, velocity and acceleration limits over every instant of every segment, the seam from
-  one chunk to the next included (``motion.bounds``, closed form, not samples).
+  Hermite between points that carry velocities; ``control/trajectory_follower.py``) and checks
+  the position, velocity and acceleration limits over every instant of every segment, the seam
+  from one chunk to the next included (``motion.bounds``, closed form, not samples).
 
 The controller's receipt time is taken as the header stamp (loopback DDS delivers within a
 millisecond; the node drops points due within half a control period of it). With the default
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from trajectory_msgs.msg import JointTrajectory
 
-from . import motion
-from .message_errors import MessageError
-from .safety import JointLimits
 from .trajectory import points_from_msg, stamp_to_seconds
-from .trajectory_follower import TrajectoryFollower
+from ..control import motion
+from ..control.message_errors import MessageError
+from ..control.safety import JointLimits
+from ..control.trajectory_follower import TrajectoryFollower
 
 # The controller compares the last velocity with zero exactly; we allow float noise.
 END_VELOCITY_TOLERANCE = 1e-12

@@ -10,8 +10,8 @@ published trajectory has ``replan_threshold`` or fewer of the policy's actions a
 assembled observation to the inference thread. The finished chunk is stamped (observation
 stamp + measured latency), its points due within half a control period dropped, and planned
 from the current command and its velocity within the position, speed and acceleration limits,
-ending in a braking stop a stock joint_trajectory_controller accepts (``trajectory.py``). A hold
-is a braking stop from the current command, never a jump to a measured position.
+ending in a braking stop a stock joint_trajectory_controller accepts (``control/planning.py``).
+A hold is a braking stop from the current command, never a jump to a measured position.
 
 History and rollout cache are cleared on activate, on ``~/reset``, on a new episode
 (``episode_start_topic``), on a joint jump beyond ``joint_jump_threshold`` and on a clock jump
@@ -43,17 +43,17 @@ from .fidelity_check import FidelityCheck, FidelitySettings
 from .image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from .inference_worker import InferenceWorker
 from .joint_states import joint_positions_from_msg
-from .message_errors import MessageError
 from .node_main import run_node
 from .observation_buffer import AssembledObservation, ObservationBuffer
 from .params import CONFIGURE, declare, POLICY_PARAMS, RANDOM_MODEL, spec_by_name, values
 from .policy_loader import load_sparse_policy
 from .robot_description import load_robot_description, resolve_joint_limits
 from .robot_description import resolve_joint_names
-from .safety import ActionRejected, HoldLatch, SafetyFilter
-from .trajectory import hold_plan, plan_chunk, stamp_to_seconds, to_joint_trajectory_msg
-from .trajectory import TrajectoryPlan
-from .trajectory_follower import TrajectoryFollower
+from .trajectory import stamp_to_seconds, to_joint_trajectory_msg
+from ..control.message_errors import MessageError
+from ..control.planning import hold_plan, plan_chunk, TrajectoryPlan
+from ..control.safety import ActionRejected, HoldLatch, SafetyFilter
+from ..control.trajectory_follower import TrajectoryFollower
 
 REJECTION_KINDS = ('image_encoding', 'image_size', 'image_data', 'joint_missing',
                    'joint_nonfinite', 'joint_data', 'joint_duplicate', 'stamp_future',

@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 
 from .paths import package_path
-from .safety import JointLimits
+from ..control.safety import JointLimits
 
 JOINT_TYPES = ('revolute', 'continuous', 'prismatic', 'fixed', 'floating', 'planar')
 LIMITED_TYPES = ('revolute', 'prismatic')  # URDF requires <limit> on these

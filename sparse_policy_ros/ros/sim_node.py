@@ -3,7 +3,7 @@ Simulated arm for the closed loop: the MuJoCo push task behind ROS topics.
 
 Publishes what a real cell would: ``<prefix>/<camera>/image_raw`` (rgb8), ``joint_states`` and
 ``/clock``, all stamped with simulated time; executes ``JointTrajectory`` commands with
-joint_trajectory_controller semantics (see ``trajectory_follower.py``). A loop thread steps
+joint_trajectory_controller semantics (see ``control/trajectory_follower.py``). A loop thread steps
 the physics at ``physics_rate`` ticks per simulated second, in real time scaled by
 ``real_time_factor`` or as fast as possible (0). Episodes end on success or after
 ``max_episode_time``; each outcome is published as JSON on ``~/episode`` and the next episode
@@ -31,11 +31,11 @@ from trajectory_msgs.msg import JointTrajectory
 
 from .diagnostics import make_status
 from .image_conversion import rgb_to_image_fields
-from .message_errors import MessageError
 from .node_main import run_node
 from .params import declare, SIM_PARAMS, values
 from .trajectory import points_from_msg, seconds_to_stamp, stamp_to_seconds
-from .trajectory_follower import TrajectoryFollower
+from ..control.message_errors import MessageError
+from ..control.trajectory_follower import TrajectoryFollower
 from ..sim.env import ArmPushEnv
 
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

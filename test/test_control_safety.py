@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from sparse_policy_ros.ros import motion
-from sparse_policy_ros.ros.safety import ActionRejected, check_actions, HoldLatch
-from sparse_policy_ros.ros.safety import JointLimits, SafetyFilter
+from sparse_policy_ros.control import motion
+from sparse_policy_ros.control.safety import ActionRejected, check_actions, HoldLatch
+from sparse_policy_ros.control.safety import JointLimits, SafetyFilter
 
 LIMITS = JointLimits(lower=np.array([-1.0, 0.0]), upper=np.array([1.0, 2.0]),
                      max_velocity=np.array([1.0, 4.0]), max_acceleration=np.array([5.0, 20.0]))

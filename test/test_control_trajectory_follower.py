@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from sparse_policy_ros.ros import motion
-from sparse_policy_ros.ros.message_errors import MessageError
-from sparse_policy_ros.ros.trajectory_follower import TrajectoryFollower
+from sparse_policy_ros.control import motion
+from sparse_policy_ros.control.message_errors import MessageError
+from sparse_policy_ros.control.trajectory_follower import TrajectoryFollower
 
 JOINTS = ('j0', 'j1')
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from sparse_policy_ros.ros import motion
+from sparse_policy_ros.control import motion
 
 
 def oracle(p0, v0, p1, v1, duration):
