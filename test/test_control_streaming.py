@@ -41,6 +41,11 @@ def test_prefix_rows_are_the_executed_history_then_the_committed_plan():
     # Known only up to step 3: the rows stop there.
     assert len(stream.prefix_rows(2, 5)) == 3
     assert ChunkStream(2, 4).prefix_rows(2, 1) is None  # method none: no prefix
+    # A held step (no plan yet, realtime start) is history like an executed one.
+    held = ChunkStream(2, 4, StreamSettings('prefix', prefix_steps=1))
+    held.record_hold(0, np.array([7.0]))
+    held.add(chunk(0), 0, 1)
+    assert held.prefix_rows(1, 1).tolist() == [[7.0], [1.0], [2.0]]
 
 
 def test_ensemble_averages_the_chunks_with_older_ones_weighted_more():

@@ -156,6 +156,10 @@ class ChunkStream:
             del self._executed[old]
         return action
 
+    def record_hold(self, step: int, action: np.ndarray) -> None:
+        """Record what ran at a step without a plan (the held targets), for later prefixes."""
+        self._executed[step] = np.asarray(action, dtype=np.float64)
+
     def prefix_rows(self, obs_step: int, delay: int) -> np.ndarray | None:
         """
         Return the committed actions for a call at ``obs_step`` that takes ``delay`` steps.

@@ -154,6 +154,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
         action = stream.commit(step)
         if action is None:
             action, held = env.joint_targets, held + 1
+            stream.record_hold(step, action)  # the next call's prefix starts from it
         executed.append(np.asarray(action, dtype=np.float64))
         obs, _, terminated, truncated, info = env.step(action)
         history.append(obs)
