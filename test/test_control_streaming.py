@@ -19,7 +19,7 @@ def test_rows_map_to_steps_and_a_late_chunk_takes_over_at_its_first_step():
     assert stream.add(chunk(2, offset=10.0), 2, 3) == 3
     assert stream.commit(2)[0] == 2.0 and stream.commit(3)[0] == 13.0
     assert stream.last_splice == 10.0  # replaced the running plan's step 3
-    assert stream.remaining(4) == 2 and stream.commit(6) is None
+    assert stream.planned(5) and not stream.planned(6) and stream.commit(6) is None
 
 
 def test_a_chunk_ends_the_plan_at_its_last_action():

@@ -84,10 +84,9 @@ class ChunkStream:
     def reset(self) -> None:
         """Forget every plan and executed action (a new episode)."""
         self._plan: dict[int, np.ndarray] = {}  # step -> action of the chunk in charge
-        # step -> [(chunk index, action)] of every chunk that predicted it (ensembling)
-        self._votes: dict[int, list[tuple[int, np.ndarray]]] = {}
+        # step -> every chunk's action for it, oldest chunk first (ensembling)
+        self._votes: dict[int, list[np.ndarray]] = {}
         self._executed: dict[int, np.ndarray] = {}
-        self.chunks = 0
         self.last_splice: float | None = None
 
     def add(self, actions: np.ndarray, obs_step: int, first_step: int | None = None) -> int:
@@ -109,13 +108,12 @@ class ChunkStream:
         if actions.ndim != 2 or actions.shape[0] < last - origin + 1:
             raise ValueError(f'chunk must have shape (>= {last - origin + 1}, dof), got '
                              f'{actions.shape}')
-        index = self.chunks
-        self.chunks += 1
         planned = 0
         self.last_splice = None
         for step in range(first, last + 1):
             row = actions[step - origin]
-            self._votes.setdefault(step, []).append((index, row))
+            if self.settings.method == 'ensemble':
+                self._votes.setdefault(step, []).append(row)
             if step == first and step in self._plan:
                 self.last_splice = float(np.max(np.abs(row - self._plan[step])))
             self._plan[step] = row
@@ -128,10 +126,6 @@ class ChunkStream:
     def planned(self, step: int) -> bool:
         """Whether the plan has an action for ``step``."""
         return step in self._plan
-
-    def remaining(self, step: int) -> int:
-        """Planned actions at ``step`` and after."""
-        return sum(1 for s in self._plan if s >= step)
 
     def commit(self, step: int) -> np.ndarray | None:
         """
@@ -146,7 +140,7 @@ class ChunkStream:
         if self.settings.method == 'ensemble':
             votes = self._votes.get(step, [])
             weights = np.exp(-self.settings.ensemble_decay * np.arange(len(votes)))
-            stacked = np.stack([row for _, row in votes])
+            stacked = np.stack(votes)
             action = (weights[:, None] * stacked).sum(0) / weights.sum()
         action = np.asarray(action, dtype=np.float64)
         self._executed[step] = action

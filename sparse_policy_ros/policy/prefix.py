@@ -75,10 +75,11 @@ class PrefixCondition:
         stop = start + normalized.shape[1]
         eps = initial_noise[:, start:stop]
         alphas = scheduler.alphas_cumprod.to(normalized.device)[scheduler.timesteps]
-        levels = [alphas[k].sqrt() * normalized + (1.0 - alphas[k]).sqrt() * eps
-                  for k in range(steps)]
-        levels.append(normalized)
-        return cls(levels, start, max(1, min(steps, round(until * steps))))
+        alphas = alphas.view(-1, *([1] * normalized.ndim))
+        # Every step's level in two broadcast ops (this runs once per call, on the hot path).
+        noised = alphas.sqrt() * normalized + (1.0 - alphas).sqrt() * eps
+        return cls([*noised.unbind(0), normalized], start,
+                   max(1, min(steps, round(until * steps))))
 
     @property
     def hard(self) -> bool:
