@@ -9,7 +9,8 @@
 # then the disturbance variant (the puck shoved or the goal moved once) in realtime evaluation
 # with fixed latency models (the equal-budget table's p50 on this VM: dense 97.3 ms, pruner
 # 12.1 ms): chunked dense, chunked pruner, streaming pruner. Resumable: a row whose
-# OUT/NAME/eval.json exists is kept. Paired comparisons go to OUT/paired_*.json.
+# OUT/NAME/eval.json exists is kept. Paired comparisons go to OUT/paired_*.json; the seam
+# columns of the README are printed by sparse_policy_ros.sim.seams.
 set -euo pipefail
 seed_start=${1:-104000}
 episodes=${2:-300}
@@ -41,3 +42,6 @@ python -m sparse_policy_ros.sim.paired "$out/dist_chunk8_dense/eval.json" \
   --json "$out/paired_disturbance_vs_dense.json"
 python -m sparse_policy_ros.sim.paired "$out/dist_chunk8_pruner/eval.json" \
   "$out/dist_stream_prefix5/eval.json" --json "$out/paired_disturbance_vs_chunked_pruner.json"
+python -m sparse_policy_ros.sim.seams "$out"/sync_chunk8/eval.json \
+  "$out"/sync_stream_prefix5/eval.json "$out"/dist_chunk8_dense/eval.json \
+  "$out"/dist_chunk8_pruner/eval.json "$out"/dist_stream_prefix5/eval.json

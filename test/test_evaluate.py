@@ -10,8 +10,8 @@ import pytest
 from sparse_policy_ros.control.streaming import StreamSettings
 from sparse_policy_ros.sim.env import ArmPushEnv
 from sparse_policy_ros.sim.evaluate import (deviation_by_call, failure_breakdown, failure_table,
-                                            main, run_episode, seam_metrics, stack_history,
-                                            Timing)
+                                            main, run_episode, stack_history, Timing)
+from sparse_policy_ros.sim.seams import main as seams_main, seam_metrics
 from sparse_policy_ros.sparsity.schedules import step_schedule
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 import torch
@@ -246,6 +246,20 @@ def test_seam_metrics_of_a_known_stream():
     assert math.isclose(metrics['velocity_jump_max'], 2.0)
     # Third difference -0.3 over 0.001 s^3.
     assert math.isclose(metrics['jerk_rms'], 300.0)
+
+
+def test_seams_cli_summarises_the_episodes_of_an_evaluation(tmp_path, capsys):
+    report, _ = run(tmp_path, '--modes', 'fora', '--no-deviation', '--executed-actions', '1',
+                    '--consistency', 'prefix')
+    episodes = report['modes'][0]['episodes_detail']
+    assert seams_main([str(tmp_path / 'eval' / 'eval.json') + ':fora']) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    worst = max(episodes, key=lambda e: e['velocity_jump_max'])
+    assert line.startswith('| eval:fora |') and f"seed {worst['seed']})" in line
+    median = float(np.median([e['velocity_jump_max'] for e in episodes]))
+    assert f'| {median:.2f} (' in line
+    assert seams_main([str(tmp_path / 'missing.json')]) == 2
+    assert 'expected an eval-policy eval.json' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('args, message', [
