@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import json
 import os
 from pathlib import Path
+import platform
 import signal
 import subprocess
 import sys
@@ -74,6 +75,8 @@ class DemoState:
     checker: CommandedMotionChecker | None = None  # stock JTC rules and limits, every message
     stamped_before_episode: int = 0  # commands planned before a sim reset (the sim ignores them)
     unchecked_before_first_episode: int = 0  # commands before the monitor saw an episode start
+    # checked message index -> its stamp minus the latest episode start (failure reports)
+    after_episode_start: dict[int, float] = field(default_factory=dict)
 
 
 class DemoMonitor(Node):
@@ -136,6 +139,7 @@ class DemoMonitor(Node):
                 self.state.stamped_before_episode += 1
                 return
             before = [p for t, p in self._positions if t <= stamp]
+            self.state.after_episode_start[checker.messages] = stamp - self._episode_start
             checker.add(msg, start_position=before[-1] if before else self._positions[0][1])
 
     def joint_state_callback(self, msg: JointState) -> None:
@@ -176,11 +180,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='policy_node torch_threads: one core is left to the simulator '
                              '(on 2 cores, 2 threads beside the sim made predict p50 ~100 ms '
                              'instead of ~54 ms)')
+    parser.add_argument('--replan-mode', default=None, choices=('chunked', 'streaming'),
+                        help='override config/policy.yaml replan_mode (streaming: a chunk per '
+                             'new observation, spliced onto the one executing)')
+    parser.add_argument('--camera-rate', type=float, default=None,
+                        help='override config/sim.yaml camera_rate (images per simulated s; '
+                             'streaming answers each new image, so it caps the chunk rate)')
     parser.add_argument('--policy-params', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra policy_node parameter (repeatable)')
+    parser.add_argument('--sim-params', action='append', default=[], metavar='NAME:=VALUE',
+                        help='extra sim_node parameter (repeatable)')
     parser.add_argument('--startup-timeout', type=float, default=180.0,
                         help='seconds to wait for the policy to become active')
     parser.add_argument('--log-level', default='warn', help='log level of the two nodes')
+    parser.add_argument('--out', type=Path, default=None,
+                        help='also write the outcomes, chunk rate, diagnostics and motion '
+                             'check as JSON to this file')
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {args.episodes}')
@@ -202,6 +217,12 @@ def node_commands(args: argparse.Namespace, model_path: str) -> dict[str, list[s
               '-p', 'use_sim_time:=true', '-p', f'model_path:={model_path or EMPTY}',
               '-p', f'device:={args.device}', '-p', f'torch_threads:={args.torch_threads}',
               '--log-level', args.log_level]
+    if args.camera_rate is not None:
+        sim += ['-p', f'camera_rate:={args.camera_rate}']
+    for extra in args.sim_params:
+        sim += ['-p', extra]
+    if args.replan_mode is not None:
+        policy += ['-p', f'replan_mode:={args.replan_mode}']
     if args.sparsity_mode is not None:
         policy += ['-p', f'sparsity_mode:={args.sparsity_mode}']
     if args.target_sparsity is not None:
@@ -298,6 +319,14 @@ def summary(state: DemoState, wall_s: float, model: str) -> str:
                          f'{successes / max(len(outcomes), 1):.0%}'),
         ('chunk rate', f'{state.trajectories / max(sim_s, 1e-9):.2f} chunks per simulated s '
                        f'({state.trajectories} trajectories)'),
+        ('replan mode / consistency / prefix rows',
+         f'{value("replan_mode")} / {value("consistency")} / {value("prefix_rows_mean")}'),
+        ('splice position jump p50 / max',
+         f'{value("splice_position_jump_p50", " rad")} / '
+         f'{value("splice_position_jump_max", " rad")}'),
+        ('splice velocity jump p50 / max',
+         f'{value("splice_velocity_jump_p50", " rad/s")} / '
+         f'{value("splice_velocity_jump_max", " rad/s")}'),
         ('end-to-end latency p50 / p99', f'{value("end_to_end_latency_p50_ms", " ms")} / '
                                          f'{value("end_to_end_latency_p99_ms", " ms")}'),
         ('predict latency p50 / p99', f'{value("predict_latency_p50_ms", " ms")} / '
@@ -329,6 +358,31 @@ def summary(state: DemoState, wall_s: float, model: str) -> str:
     lines = [f'| {"metric".ljust(width)} | value', f'|-{"-" * width}-|------']
     lines += [f'| {name.ljust(width)} | {text}' for name, text in rows]
     return '\n'.join(lines)
+
+
+def write_report(path: Path, state: DemoState, wall_s: float, model: str,
+                 args: argparse.Namespace) -> None:
+    """Write what the summary table shows, machine-readable, with the date and machine."""
+    sim_s = sum(o['duration_s'] for o in state.outcomes)
+    report = {
+        'date': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
+        'machine': f'{platform.machine()} {platform.processor() or platform.platform()}, '
+                   f'{os.cpu_count()} cores',
+        'command': ' '.join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        'arguments': {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        'model': model or str(default_model_dir()),
+        # eval-policy's layout, so `python -m sparse_policy_ros.sim.paired` pairs two demos.
+        'modes': [{'mode': 'demo', 'episodes_detail': state.outcomes}],
+        'success_rate': sum(o['success'] for o in state.outcomes) / max(len(state.outcomes), 1),
+        'simulated_s': sim_s,
+        'wall_s': wall_s,
+        'trajectories': state.trajectories,
+        'chunks_per_simulated_s': state.trajectories / max(sim_s, 1e-9),
+        'policy_diagnostics': state.policy_status,
+        'motion_check': state.checker.summary() if state.checker is not None else None,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str) + '\n')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
         checker = monitor.state.checker
         checker.finish()
         ok = checker.ok
-        for problem in checker.rejections[:5] + [str(v) for v in checker.violations[:5]]:
+        offsets = monitor.state.after_episode_start
+        for problem in checker.rejections[:5] + [
+                f'{v} (stamped {offsets.get(v.message, float("nan")):.3f} s after its episode '
+                'started)' for v in checker.violations[:5]]:
             print(f'demo: SAFETY CHECK FAILED: {problem}', file=sys.stderr)
     except KeyboardInterrupt:
         print('demo: interrupted', file=sys.stderr)
@@ -399,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         if monitor.state.outcomes:
             print(summary(monitor.state, wall_s, model_path), flush=True)
+            if args.out is not None:
+                write_report(args.out, monitor.state, wall_s, model_path, args)
+                print(f'demo: wrote {args.out}', flush=True)
         if not ok:
             for name in children:
                 tail = (log_dir / f'{name}.log').read_text(errors='replace')[-2000:]

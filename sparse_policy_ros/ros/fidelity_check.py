@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from ..policy.prefix import ActionPrefix
 from ..sparsity.fidelity import (action_deviation, FidelityMonitor, FidelityState, has_slack,
                                  reference_policy, replay_noise, RollingLatency)
 from ..sparsity.sparse_policy import ActionChunk, SparsePolicy
@@ -108,16 +109,18 @@ class FidelityCheck:
             return False
         return True
 
-    def run(self, observation: dict, chunk: ActionChunk, now: float) -> FidelityState:
+    def run(self, observation: dict, chunk: ActionChunk, now: float,
+            prefix: ActionPrefix | None = None) -> FidelityState:
         """
         Compare ``chunk`` (from :meth:`served`) with the other policy on its noise.
 
         Serving the primary, the reference answers; serving the reference, the primary does:
-        the deviation is always the primary's.
+        the deviation is always the primary's. ``prefix``: the committed rows the chunk was
+        conditioned on (streaming); the other policy gets the same.
         """
         other = self.primary if self.serving_reference else self.reference
         start = time.perf_counter()
-        answer = other.predict(observation, noise=_noise_for(chunk, other))
+        answer = other.predict(observation, noise=_noise_for(chunk, other), prefix=prefix)
         self.latency.add(time.perf_counter() - start)
         self.last_check = now
         primary, reference = (answer, chunk) if other is self.primary else (chunk, answer)

@@ -14,10 +14,17 @@ class InferenceWorker:
     """
 
     def __init__(self, run: Callable[[Any], None], on_error: Callable[[BaseException], None],
-                 name: str = 'policy_inference'):
-        """Start the thread; ``run`` does the work, ``on_error`` hears about its failures."""
+                 name: str = 'policy_inference',
+                 on_idle: Callable[[], None] | None = None):
+        """
+        Start the thread; ``run`` does the work, ``on_error`` hears about its failures.
+
+        ``on_idle`` (optional) is called on the thread after each job, once ``submit`` accepts
+        a new one: a streaming caller submits its next job from there.
+        """
         self._run = run
         self._on_error = on_error
+        self._on_idle = on_idle
         self._condition = threading.Condition()
         self._job: Any = None
         self._busy = False
@@ -69,3 +76,8 @@ class InferenceWorker:
                 with self._condition:
                     self._busy = False
                     self._condition.notify_all()
+            if self._on_idle is not None:
+                try:
+                    self._on_idle()
+                except Exception as error:  # noqa: B902 - reported, the worker must survive
+                    self._on_error(error)

@@ -16,6 +16,8 @@ from rcl_interfaces.msg import ParameterType
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
+from ..control.replanning import NODE_CONSISTENCY, REPLAN_MODES
+
 READ_ONLY = 'read_only'
 CONFIGURE = 'configure'
 RUNTIME = 'runtime'
@@ -129,6 +131,19 @@ POLICY_PARAMS = (
               'due when a chunk is published).', RUNTIME, value_range=(0, 1000)),
     ParamSpec('replan_threshold', 2, "Start the next inference when this many of the policy's "
               'published actions are still ahead.', RUNTIME, value_range=(0, 1000)),
+    ParamSpec('replan_mode', 'chunked', 'chunked: infer when replan_threshold actions remain; '
+              'streaming: infer again as soon as a new observation and the worker are ready '
+              '(replan_rate 0) or at replan_rate, each chunk spliced onto the one executing.',
+              CONFIGURE, choices=REPLAN_MODES),
+    ParamSpec('replan_rate', 0.0, 'streaming: chunks per second to aim for; 0 = as fast as '
+              'new observations and inference allow.', RUNTIME, value_range=(0.0, 1000.0)),
+    ParamSpec('consistency', 'prefix', 'streaming: prefix = each call keeps the committed '
+              'actions (executed, running during the call, prefix_steps more) and inpaints '
+              'the rest; none = independent chunks.', RUNTIME, choices=NODE_CONSISTENCY),
+    ParamSpec('prefix_steps', 5, 'streaming prefix: planned actions beyond the expected '
+              'inference delay kept in each new chunk.', RUNTIME, value_range=(0, 1000)),
+    ParamSpec('prefix_until', 1.0, 'streaming prefix: fraction of the denoising steps the '
+              'committed actions are imposed on.', RUNTIME, value_range=(0.01, 1.0)),
     ParamSpec('episode_start_topic', '', 'std_msgs/Header topic announcing a new episode '
               "(header.stamp = its start): clears the history and the rollout cache. '' = "
               'none (a real robot calls ~/reset).', READ_ONLY),
@@ -201,6 +216,11 @@ SIM_PARAMS = (
               'possible (use use_sim_time in the other nodes).', RUNTIME,
               value_range=(0.0, 100.0)),
     ParamSpec('publish_clock', True, 'Publish /clock with the simulated time.', READ_ONLY),
+    ParamSpec('command_delay', 0.15, 'Simulated seconds after a reset during which the arm '
+              'rests and commands are ignored: the reset moves the arm at once (no real arm '
+              'does), and a command planned before the policy learned of it would pull the '
+              'arm back. The episode start is announced with its end as the stamp.', RUNTIME,
+              value_range=(0.0, 10.0)),
     ParamSpec('max_episode_time', 12.0, 'Simulated seconds before an episode times out.',
               RUNTIME, value_range=(0.1, 3600.0)),
     ParamSpec('seed', 0, 'Seed of the next episode; incremented after each episode.', RUNTIME,

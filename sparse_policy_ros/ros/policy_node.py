@@ -52,8 +52,10 @@ from .robot_description import resolve_joint_names
 from .trajectory import stamp_to_seconds, to_joint_trajectory_msg
 from ..control.message_errors import MessageError
 from ..control.planning import hold_plan, plan_chunk, TrajectoryPlan
+from ..control.replanning import Replanner, ReplanSettings
 from ..control.safety import ActionRejected, HoldLatch, SafetyFilter
 from ..control.trajectory_follower import TrajectoryFollower
+from ..policy.prefix import ActionPrefix
 
 REJECTION_KINDS = ('image_encoding', 'image_size', 'image_data', 'joint_missing',
                    'joint_nonfinite', 'joint_data', 'joint_duplicate', 'stamp_future',
@@ -98,6 +100,9 @@ class PolicyNode(LifecycleNode):
         self._safety: SafetyFilter | None = None
         self._follower = TrajectoryFollower(self.joint_names)  # what this node last commanded
         self._worker: InferenceWorker | None = None
+        self._replanner: Replanner | None = None  # when to call, what a call keeps
+        self._replan_mode = 'chunked'
+        self._n_action_steps = 1
         self._fidelity: FidelityCheck | None = None  # online check against a reference
         self._control_period = 0.1
         self._image_hw: tuple[int, int] | None = None
@@ -182,6 +187,8 @@ class PolicyNode(LifecycleNode):
             policy.close()
             return TransitionCallbackReturn.FAILURE
         self._control_period = 1.0 / config.control_hz
+        self._replan_mode = settings['replan_mode']
+        self._n_action_steps = config.n_action_steps
         self._image_hw = (config.image_shape[1], config.image_shape[2])
         self._resize = bool(settings['resize_images'])
         fidelity = None
@@ -200,8 +207,16 @@ class PolicyNode(LifecycleNode):
             self._buffer = ObservationBuffer(self.camera_names, config.state_dim,
                                              config.n_obs_steps, self._control_period)
             self._safety = SafetyFilter(limits, self._control_period)
+            self._replanner = Replanner(self._control_period, config.n_obs_steps,
+                                        config.horizon)
             self._reset_statistics()
-        self._worker = InferenceWorker(self._run_inference, self._inference_error)
+        self._worker = InferenceWorker(self._run_inference, self._inference_error,
+                                       on_idle=self._inference_idle)
+        if (self._replan_mode == 'streaming' and fidelity is not None
+                and settings['fidelity_check_period'] > 0 and settings['replan_rate'] <= 0):
+            self.get_logger().warning(
+                'streaming with replan_rate 0 leaves no spare cycle: the online fidelity '
+                'check runs only when replan_rate > 0 leaves slack')
         if self._output_type in ('joint_trajectory', 'both'):
             self._trajectory_pub = self.create_lifecycle_publisher(
                 JointTrajectory, settings['controller_topic'], COMMAND_QOS)
@@ -218,7 +233,8 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(
             f'configured: model {source} on {policy.device}, mode {policy.mode}, '
             f'{config.control_hz:g} Hz, horizon {config.horizon}, n_obs_steps '
-            f'{config.n_obs_steps}, n_action_steps {config.n_action_steps}')
+            f'{config.n_obs_steps}, n_action_steps {config.n_action_steps}, replan_mode '
+            f'{self._replan_mode}')
         self.get_logger().info(
             f'joints {list(self.joint_names)}: position {limits.lower.tolist()} .. '
             f'{limits.upper.tolist()}, velocity {limits.max_velocity.tolist()}, acceleration '
@@ -351,6 +367,7 @@ class PolicyNode(LifecycleNode):
                         f'joint_jump_threshold {threshold:g}: cleared history and rollout '
                         'cache, dropped the plan')
             self._buffer.add_joint_state(stamp, positions)
+        self._stream_trigger()
 
     def episode_start_callback(self, msg: Header) -> None:
         """Forget the old episode (history, rollout cache, plan): a new one started."""
@@ -368,7 +385,6 @@ class PolicyNode(LifecycleNode):
         """Check freshness, hold once when stale, start inference when the plan runs low."""
         now = self._now()
         timeout = self.get_parameter('observation_timeout').value
-        threshold = self.get_parameter('replan_threshold').value
         with self._lock:
             if not (self._active and self._enabled) or self._buffer is None:
                 return
@@ -388,17 +404,54 @@ class PolicyNode(LifecycleNode):
                 self._publish_hold(now, f'observations stale ({self._buffer.stalest_source()} '
                                    f'{age:.3f} s old > observation_timeout {timeout:.3f} s)',
                                    error=True)
-            if stale or self._worker is None or self._worker.busy:
+            if not stale:
+                self._start_inference_if_due(now)
+
+    def _replan_settings(self) -> ReplanSettings:
+        """Read the replanning parameters (runtime ones may change between calls)."""
+        get = self.get_parameter
+        return ReplanSettings(self._replan_mode, get('replan_threshold').value,
+                              get('replan_rate').value, get('consistency').value,
+                              get('prefix_steps').value, get('prefix_until').value)
+
+    def _start_inference_if_due(self, now: float) -> None:
+        """
+        Hand the assembled observation to the worker if the replanning rule wants a call.
+
+        Lock held; the caller checked that the node is active, enabled and the data fresh.
+        """
+        if self._worker is None or self._worker.busy or self._replanner is None:
+            return
+        settings = self._replan_settings()
+        if not self._replanner.due(settings, now, self._buffer.newest_stamp(),
+                                   self._executable_due):
+            return
+        try:
+            assembled = self._buffer.assemble()
+        except LookupError as error:
+            self._waiting_reason = str(error)
+            return
+        self._waiting_reason = ''
+        if self._worker.submit((self._generation, assembled)):
+            self._replanner.started(now, assembled.stamp)
+
+    def _stream_trigger(self) -> None:
+        """Streaming: start a call when new data came and the worker is free."""
+        if self._replan_mode != 'streaming':
+            return
+        now = self._now()
+        timeout = self.get_parameter('observation_timeout').value
+        with self._lock:
+            if not (self._active and self._enabled) or self._buffer is None:
                 return
-            if int(np.count_nonzero(self._executable_due > now)) > threshold:
-                return
-            try:
-                assembled = self._buffer.assemble()
-            except LookupError as error:
-                self._waiting_reason = str(error)
-                return
-            self._waiting_reason = ''
-            self._worker.submit((self._generation, assembled))
+            age = self._buffer.age(now)
+            if age is None or age > timeout:
+                return  # the control tick publishes the hold and reports it
+            self._start_inference_if_due(now)
+
+    def _inference_idle(self) -> None:
+        """Worker thread, after each call: streaming goes on with the newest data at once."""
+        self._stream_trigger()
 
     def forward_stream_callback(self) -> None:
         """Stream the current command for forward_position_controller while a plan runs."""
@@ -429,8 +482,12 @@ class PolicyNode(LifecycleNode):
                     self._fidelity.reset()
             served = (self._policy if self._fidelity is None
                       else self._fidelity.served(self._inference_budget()))
+            with self._lock:
+                base = (assembled.stamp if self._replanner is None else
+                        self._replanner.time_base(self._replan_settings(), assembled.stamp))
+            prefix = self._committed_prefix(base)
             try:
-                chunk = served.predict(assembled.observation)
+                chunk = served.predict(assembled.observation, prefix=prefix)
             except FloatingPointError as error:
                 self._reject(MessageError('actions_nonfinite', 'policy actions',
                                           'finite values', str(error)), 'policy')
@@ -449,7 +506,7 @@ class PolicyNode(LifecycleNode):
             if current is None:
                 return
             try:
-                plan = plan_chunk(chunk.executable[:executed], assembled.stamp, now,
+                plan = plan_chunk(chunk.executable[:executed], base, now,
                                   self._control_period, self.joint_names, self._safety,
                                   *current, min_lead=0.5 * self._control_period)
             except ActionRejected as error:
@@ -478,6 +535,11 @@ class PolicyNode(LifecycleNode):
                                     f'{plan.dropped} actions due within half a control period; '
                                     'replanning')
                 return
+            splice = self._replanner.splice(self._follower, plan) if not self._holding else None
+            if splice is not None:
+                self._splice_position.add(splice.position_jump)
+                self._splice_velocity.add(splice.velocity_jump)
+            self._prefix_rows.add(0 if prefix is None else len(prefix.actions))
             self._publish_plan(plan, now, current[0])
             self._holding = False
             self._counts['chunks_published'] += 1
@@ -487,28 +549,43 @@ class PolicyNode(LifecycleNode):
             self._counts['points_truncated'] += plan.safety.truncated
             self._chunk_rate.tick(now)
             slack = self._seconds_until_inference(now)
-        self._check_fidelity(assembled, chunk, now, slack)
+        self._check_fidelity(assembled, chunk, now, slack, prefix)
+
+    def _committed_prefix(self, time_base: float) -> ActionPrefix | None:
+        """
+        Streaming with ``consistency: prefix``: the actions a new chunk must keep (or None).
+
+        ``time_base``: when the chunk's row ``n_obs_steps - 1`` is due. The expected latency
+        is the time since then plus the 90th percentile of recent predict times (the first
+        call of an episode has nothing committed).
+        """
+        settings = self._replan_settings()
+        now = self._now()
+        with self._lock:
+            if self._replanner is None:
+                return None
+            predict_ms = self._predict_ms.percentile(90) or 0.0
+            plan_end = float(self._executable_due[-1]) if self._executable_due.size else None
+            rows = self._replanner.prefix_rows(
+                settings, self._follower, time_base, now, plan_end,
+                max(now - time_base, 0.0) + predict_ms * 1e-3)
+        return None if rows is None else ActionPrefix(rows, 0, settings.prefix_until)
 
     def _inference_budget(self) -> float:
-        """
-        Seconds a call may take before its chunk is late.
-
-        Inference starts when ``replan_threshold`` planned points remain, one control period
-        apart, and a chunk's points due within half a period of publishing are dropped.
-        """
-        threshold = self.get_parameter('replan_threshold').value
-        return max(threshold - 0.5, 0.0) * self._control_period
+        """Seconds a call may take before its chunk is late (``Replanner.budget``)."""
+        if self._replanner is None:
+            return 0.0
+        return self._replanner.budget(self._replan_settings(), self._n_action_steps)
 
     def _seconds_until_inference(self, now: float) -> float:
-        """Seconds until the control tick will want the next chunk (lock held)."""
-        threshold = self.get_parameter('replan_threshold').value
-        ahead = self._executable_due[self._executable_due > now]
-        if ahead.size <= threshold:
+        """Seconds until the control loop will want the next chunk (lock held)."""
+        if self._replanner is None:
             return 0.0
-        return float(ahead[ahead.size - threshold - 1] - now)
+        return self._replanner.seconds_until_due(self._replan_settings(), now,
+                                                 self._executable_due)
 
     def _check_fidelity(self, assembled: AssembledObservation, chunk, now: float,
-                        slack: float) -> None:
+                        slack: float, prefix: ActionPrefix | None = None) -> None:
         """On a spare cycle, compare the chunk just published with the reference."""
         if self._fidelity is None:
             return
@@ -518,7 +595,7 @@ class PolicyNode(LifecycleNode):
             if fidelity is None or chunk.noise is None or not fidelity.due(now, slack, period):
                 return
             before = fidelity.monitor.state
-            state = fidelity.run(assembled.observation, chunk, now)
+            state = fidelity.run(assembled.observation, chunk, now, prefix)
         if state is not before:
             deviation = fidelity.monitor.last_deviation
             if not fidelity.monitor.in_fallback:
@@ -626,6 +703,15 @@ class PolicyNode(LifecycleNode):
                 'end_to_end_latency_p50_ms': self._e2e_ms.percentile(50),
                 'end_to_end_latency_p99_ms': self._e2e_ms.percentile(99),
                 'chunk_rate_hz': self._chunk_rate.rate(now),
+                'replan_mode': self._replan_mode,
+                'replan_rate_target_hz': self.get_parameter('replan_rate').value,
+                'consistency': (self.get_parameter('consistency').value
+                                if self._replan_mode == 'streaming' else 'none (chunked)'),
+                'prefix_rows_mean': self._prefix_rows.mean(),
+                'splice_position_jump_p50': self._splice_position.percentile(50),
+                'splice_position_jump_max': self._splice_position.percentile(100),
+                'splice_velocity_jump_p50': self._splice_velocity.percentile(50),
+                'splice_velocity_jump_max': self._splice_velocity.percentile(100),
                 'sparsity_mean': self._sparsity.mean(),
                 'cache_bytes': self._cache_bytes,
                 'observation_age_s': age,
@@ -672,6 +758,7 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             if self._buffer is not None and self._active and not self._before_episode(seconds):
                 self._buffer.add_image(camera, seconds, rgb)
+        self._stream_trigger()
 
     def _current_command(self, now: float) -> tuple[np.ndarray, np.ndarray] | None:
         """
@@ -698,6 +785,8 @@ class PolicyNode(LifecycleNode):
         if self._buffer is not None:
             self._buffer.clear()
         self._follower.clear()
+        if self._replanner is not None:
+            self._replanner.clear()
         self._executable_due = np.zeros(0)
         self._hold_latch.disarm()
         self._last_tick_time = None
@@ -739,6 +828,8 @@ class PolicyNode(LifecycleNode):
     def _publish_plan(self, plan: TrajectoryPlan, now: float, current: np.ndarray) -> None:
         if self._trajectory_pub is not None:
             self._trajectory_pub.publish(to_joint_trajectory_msg(plan))
+        if self._replanner is not None:
+            self._replanner.replaced(self._follower, now)
         self._follower.set_trajectory(plan.joint_names, plan.stamp, plan.times_from_start,
                                       plan.positions, now, current, plan.velocities)
         self._executable_due = plan.absolute_times[:plan.executable]
@@ -761,6 +852,9 @@ class PolicyNode(LifecycleNode):
         self._e2e_ms = RollingWindow(10000)
         self._sparsity = RollingWindow(10000)
         self._chunk_rate = RateMeter(5.0)
+        self._splice_position = RollingWindow(10000)  # at each new plan's first point
+        self._splice_velocity = RollingWindow(10000)
+        self._prefix_rows = RollingWindow(10000)  # committed rows kept per call
         self._cache_bytes = 0
         self._skew_ms = None
         self._counts = Counter(dict.fromkeys((

@@ -8,7 +8,10 @@ the physics at ``physics_rate`` ticks per simulated second, in real time scaled 
 ``real_time_factor`` or as fast as possible (0). Episodes end on success or after
 ``max_episode_time``; each outcome is published as JSON on ``~/episode`` and the next episode
 starts with the next seed. ``~/reset_episode`` aborts the current one and restarts with the
-``seed`` parameter.
+``seed`` parameter. A reset moves the arm at once; ``~/episode_start`` announces the episode
+``command_delay`` later (its header stamp), and commands stamped before that are ignored: a
+controller node may still publish a chunk it planned from the old episode's arm before it heard
+of the reset (at tens of chunks per second one is almost always in flight).
 """
 
 import json
@@ -268,10 +271,13 @@ class SimNode(Node):
         self._seed = seed
         self._episode += 1
         self._episode_start = self._time
-        self._episode_start_stamp = stamp_to_seconds(self._stamp(self._time))
+        # Commands stamped before the announced start were planned for the old episode (or
+        # before the policy could know of the reset): ignored, the arm rests until then.
+        announced = self._time + self.get_parameter('command_delay').value
+        self._episode_start_stamp = stamp_to_seconds(self._stamp(announced))
         self._episode_running = True
         self._next_camera = self._next_joint = self._time  # publish the new scene at once
-        self._episode_start_pub.publish(Header(stamp=self._stamp(self._time),
+        self._episode_start_pub.publish(Header(stamp=self._stamp(announced),
                                                frame_id=str(self._episode)))
 
     def _finish_episode(self, reason: str) -> None:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Streaming vs chunked replanning in the closed-loop ROS demo (issue 21): sim_node and
+# policy_node over DDS on loopback, models/default's pruner, the same episode seeds and the
+# same sensors (camera 50 Hz, joint states 50 Hz) for both; every command checked against the
+# stock joint_trajectory_controller's rules and the joint limits.
+#
+#   scripts/streaming_demo.sh [EPISODES] [SEED] [OUT]
+#
+# Writes OUT/chunked/eval.json, OUT/streaming/eval.json (demo --out) and OUT/paired.json.
+# Resumable: a run whose eval.json exists is kept.
+set -euo pipefail
+episodes=${1:-30}
+seed=${2:-0}
+out=${3:-results/demo/streaming}
+mkdir -p "$out"
+for mode in chunked streaming; do
+  if [ -f "$out/$mode/eval.json" ]; then continue; fi
+  python -m sparse_policy_ros.ros.demo --episodes "$episodes" --seed "$seed" --camera-rate 50 \
+    --replan-mode "$mode" --out "$out/$mode/eval.json" > "$out/$mode.log" 2>&1
+done
+python -m sparse_policy_ros.sim.paired "$out/chunked/eval.json" "$out/streaming/eval.json" \
+  --json "$out/paired.json"
