@@ -48,6 +48,7 @@ setup(
             'bench = sparse_policy_ros.bench:main',
             'train-policy = sparse_policy_ros.training.train_policy:main',
             'lerobot-to-dataset = sparse_policy_ros.training.lerobot_dataset:main',
+            'bag-to-dataset = sparse_policy_ros.training.bag_dataset:main',
             'import-dp-checkpoint = sparse_policy_ros.policy.dp_import:main',
             'train-pruner = sparse_policy_ros.training.train_pruner:main',
             'search-schedule = sparse_policy_ros.training.schedule_search:main',
