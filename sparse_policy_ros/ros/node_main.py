@@ -5,9 +5,13 @@ import sys
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+
+MAX_CONSECUTIVE_ERRORS = 100  # a failure that repeats this often without a success is fatal
+STOPPING = (KeyboardInterrupt, ExternalShutdownException)
 
 
 class TerminateRequested(Exception):
@@ -28,7 +32,9 @@ def run_node(name: str, make_node: Callable[[], Node],
     reports ``autostart_ok`` False; 0 on a normal shutdown (Ctrl-C included). On Ctrl-C or an
     external shutdown a node with ``stop_motion(why)`` (the policy node) first commands a stop,
     while its publishers still work. The node's ``close()`` and ``destroy_node()`` run in every
-    case.
+    case. An exception escaping a callback (or rclpy taking a message, which has failed on a
+    malformed one) is logged and spinning goes on: one bad message must not stop the arm's
+    controller node; ``MAX_CONSECUTIVE_ERRORS`` in a row without a clean spin end it.
     """
     # rclpy's own handlers would shut the context down before we could publish a stop: take
     # SIGINT (KeyboardInterrupt) and SIGTERM ourselves, stop, then shut down.
@@ -40,7 +46,7 @@ def run_node(name: str, make_node: Callable[[], Node],
         if not getattr(node, 'autostart_ok', True):
             node.get_logger().fatal('autostart failed (see the error above); exiting')
             return 1
-        rclpy.spin(node)
+        spin_tolerating_errors(node)
     except start_errors as error:
         print(f'{name}: {error}', file=sys.stderr)
         return 1
@@ -55,3 +61,28 @@ def run_node(name: str, make_node: Callable[[], Node],
         rclpy.try_shutdown()
         signal.signal(signal.SIGTERM, previous_term)
     return 0
+
+
+def spin_tolerating_errors(node: Node) -> None:
+    """Spin ``node`` until shutdown, logging (not raising) errors from single callbacks."""
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    consecutive = 0
+    try:
+        while node.context.ok():
+            try:
+                executor.spin_once(timeout_sec=0.1)
+                consecutive = 0
+            except (*STOPPING, TerminateRequested):
+                raise
+            except Exception as error:  # noqa: B902 - logged; the node keeps serving
+                consecutive += 1
+                node.get_logger().error(
+                    f'callback failed ({consecutive} in a row): {type(error).__name__}: '
+                    f'{error}; the node keeps running')
+                if consecutive >= MAX_CONSECUTIVE_ERRORS:
+                    raise
+        raise ExternalShutdownException()  # the context was shut down from elsewhere
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=0)
