@@ -13,6 +13,11 @@ from the current command and its velocity within the position, speed and acceler
 ending in a braking stop a stock joint_trajectory_controller accepts (``control/planning.py``).
 A hold is a braking stop from the current command, never a jump to a measured position.
 
+Streaming (``replan_mode: streaming``, ``control/replanning.py``): a call starts whenever the
+worker is free and a newer observation arrived (or at ``replan_rate``), its rows on the
+episode's control grid, conditioned on the committed actions (``consistency: prefix``), and
+spliced onto the running plan the same way.
+
 History and rollout cache are cleared on activate, on ``~/reset``, on a new episode
 (``episode_start_topic``), on a joint jump beyond ``joint_jump_threshold`` and on a clock jump
 back; observations stamped in the future (beyond ``future_stamp_tolerance``) are rejected.
