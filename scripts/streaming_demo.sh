@@ -6,17 +6,22 @@
 #
 #   scripts/streaming_demo.sh [EPISODES] [SEED] [OUT]
 #
-# Writes OUT/chunked/eval.json, OUT/streaming/eval.json (demo --out) and OUT/paired.json.
+# Writes OUT/chunked/eval.json, OUT/streaming/eval.json (consistency prefix),
+# OUT/streaming_none/eval.json (independent chunks; demo --out) and OUT/paired.json.
 # Resumable: a run whose eval.json exists is kept.
 set -euo pipefail
 episodes=${1:-30}
 seed=${2:-0}
 out=${3:-results/demo/streaming}
 mkdir -p "$out"
-for mode in chunked streaming; do
-  if [ -f "$out/$mode/eval.json" ]; then continue; fi
+run() {  # run NAME REPLAN_MODE [DEMO ARGS...]
+  local name=$1 mode=$2; shift 2
+  if [ -f "$out/$name/eval.json" ]; then return; fi
   python -m sparse_policy_ros.ros.demo --episodes "$episodes" --seed "$seed" --camera-rate 50 \
-    --replan-mode "$mode" --out "$out/$mode/eval.json" > "$out/$mode.log" 2>&1
-done
+    --replan-mode "$mode" --out "$out/$name/eval.json" "$@" > "$out/$name.log" 2>&1
+}
+run chunked chunked
+run streaming streaming
+run streaming_none streaming --policy-params consistency:=none
 python -m sparse_policy_ros.sim.paired "$out/chunked/eval.json" "$out/streaming/eval.json" \
-  --json "$out/paired.json"
+  "$out/streaming_none/eval.json" --json "$out/paired.json"
