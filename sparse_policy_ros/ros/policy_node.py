@@ -23,7 +23,6 @@ History and rollout cache are cleared on activate, on ``~/reset``, on a new epis
 back; observations stamped in the future (beyond ``future_stamp_tolerance``) are rejected.
 """
 
-from collections import Counter
 import sys
 import threading
 import time
@@ -43,7 +42,8 @@ from std_msgs.msg import Float64MultiArray, Header
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from .diagnostics import make_status, RateMeter, RollingWindow
+from .command_output import CommandOutput
+from .diagnostics import make_status
 from .fidelity_check import FidelityCheck, FidelitySettings
 from .image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from .inference_worker import InferenceWorker
@@ -52,20 +52,15 @@ from .node_main import run_node
 from .observation_buffer import AssembledObservation, ObservationBuffer
 from .params import CONFIGURE, declare, POLICY_PARAMS, RANDOM_MODEL, spec_by_name, values
 from .policy_loader import load_sparse_policy
+from .policy_statistics import PolicyStatistics
 from .robot_description import load_robot_description, resolve_joint_limits
 from .robot_description import resolve_joint_names
-from .trajectory import stamp_to_seconds, to_joint_trajectory_msg
+from .trajectory import stamp_to_seconds
 from ..control.message_errors import MessageError
-from ..control.planning import hold_plan, plan_chunk, TrajectoryPlan
 from ..control.replanning import Replanner, ReplanSettings
 from ..control.safety import ActionRejected, HoldLatch, SafetyFilter
-from ..control.trajectory_follower import TrajectoryFollower
 from ..policy.prefix import ActionPrefix
 
-REJECTION_KINDS = ('image_encoding', 'image_size', 'image_data', 'joint_missing',
-                   'joint_nonfinite', 'joint_data', 'joint_duplicate', 'stamp_future',
-                   'observation_invalid', 'actions_nonfinite', 'inference_error')
-RESET_CAUSES = ('service', 'activate', 'episode', 'joint_jump', 'clock_jump')
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LOG_THROTTLE_S = 1.0
 CLOCK_JUMP_BACK_S = 0.05  # the clock going back by more than this is a restart (sim reset)
@@ -102,8 +97,8 @@ class PolicyNode(LifecycleNode):
         self._policy = None
         self._policy_source = ''
         self._buffer: ObservationBuffer | None = None
-        self._safety: SafetyFilter | None = None
-        self._follower = TrajectoryFollower(self.joint_names)  # what this node last commanded
+        self._output = CommandOutput(self.joint_names, self._output_type)
+        self._stats = PolicyStatistics()
         self._worker: InferenceWorker | None = None
         self._replanner: Replanner | None = None  # when to call, what a call keeps
         self._replan_mode = 'chunked'
@@ -116,20 +111,15 @@ class PolicyNode(LifecycleNode):
         self._enabled = True
         self._generation = 0  # bumped to discard in-flight chunks (hold, reset, deactivate)
         self._reset_policy_pending = False  # clear the rollout cache before the next predict
-        self._executable_due = np.zeros(0)  # due times of the policy's points in the plan
         self._last_tick_time: float | None = None  # clock-jump detection
         self._episode_start: float | None = None  # data stamped before it is the old episode
         self._hold_latch = HoldLatch()
-        self._holding = False
         self._waiting_reason = ''
-        self._reset_statistics()
         self._log_times: dict[str, float] = {}
 
         self._subscriptions_made = []
         self._tick_timer = None
         self._stream_timer = None
-        self._trajectory_pub = None
-        self._forward_pub = None
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
                                                       COMMAND_QOS)
         self.create_service(Trigger, '~/reset', self.reset_callback)
@@ -211,10 +201,10 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             self._buffer = ObservationBuffer(self.camera_names, config.state_dim,
                                              config.n_obs_steps, self._control_period)
-            self._safety = SafetyFilter(limits, self._control_period)
             self._replanner = Replanner(self._control_period, config.n_obs_steps,
                                         config.horizon)
-            self._reset_statistics()
+            self._output.configure(SafetyFilter(limits, self._control_period), self._replanner)
+            self._stats.clear()
         self._worker = InferenceWorker(self._run_inference, self._inference_error,
                                        on_idle=self._inference_idle)
         if (self._replan_mode == 'streaming' and fidelity is not None
@@ -223,13 +213,13 @@ class PolicyNode(LifecycleNode):
                 'streaming with replan_rate 0 leaves no spare cycle: the online fidelity '
                 'check runs only when replan_rate > 0 leaves slack')
         if self._output_type in ('joint_trajectory', 'both'):
-            self._trajectory_pub = self.create_lifecycle_publisher(
+            self._output.trajectory_pub = self.create_lifecycle_publisher(
                 JointTrajectory, settings['controller_topic'], COMMAND_QOS)
         elif self._output_type == 'preview':  # dry run: the plans, to nobody's controller
-            self._trajectory_pub = self.create_lifecycle_publisher(
+            self._output.trajectory_pub = self.create_lifecycle_publisher(
                 JointTrajectory, settings['preview_topic'], COMMAND_QOS)
         if self._output_type in ('forward_position', 'both'):
-            self._forward_pub = self.create_lifecycle_publisher(
+            self._output.forward_pub = self.create_lifecycle_publisher(
                 Float64MultiArray, settings['forward_position_topic'], COMMAND_QOS)
         if settings['model_path'] == RANDOM_MODEL:
             self.get_logger().warning(
@@ -266,13 +256,13 @@ class PolicyNode(LifecycleNode):
             self.joint_state_callback, qos_profile_sensor_data))
         with self._lock:
             self._clear_state('activate')
-            self._holding = False
+            self._output.holding = False
             self._active = True
             if self.get_parameter('require_arming').value:
                 self._enabled = False  # armed again by ~/enable after every activate
         self._tick_timer = self.create_timer(self._control_period / 4.0,
                                              self.control_tick_callback)
-        if self._forward_pub is not None:
+        if self._output.forward_pub is not None:
             self._stream_timer = self.create_timer(self._control_period,
                                                    self.forward_stream_callback)
         self._state_label = 'active'
@@ -314,9 +304,10 @@ class PolicyNode(LifecycleNode):
             self._active = False
             self._generation += 1
             self._stop_motion(why)
-        if self._trajectory_pub is not None:
+        publisher = self._output.trajectory_pub
+        if publisher is not None:
             try:
-                self._trajectory_pub.wait_for_all_acked(Duration(seconds=STOP_ACK_TIMEOUT_S))
+                publisher.wait_for_all_acked(Duration(seconds=STOP_ACK_TIMEOUT_S))
             except Exception as error:  # noqa: B902 - shutting down: report, never raise
                 self.get_logger().warning(f'stop may not have been delivered: {error}')
 
@@ -429,7 +420,7 @@ class PolicyNode(LifecycleNode):
             return
         settings = self._replan_settings()
         if not self._replanner.due(settings, now, self._buffer.newest_stamp(),
-                                   self._executable_due):
+                                   self._output.executable_due):
             return
         try:
             assembled = self._buffer.assemble()
@@ -464,11 +455,10 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             if not (self._active and self._enabled):
                 return
-            end = self._follower.end_time
-            if end is None or now > end + self._control_period:
-                return
-            command = self._follower.sample(now)
-        self._forward_pub.publish(Float64MultiArray(data=command.tolist()))
+            command = self._output.forward_command(now, self._control_period)
+            publisher = self._output.forward_pub
+        if command is not None and publisher is not None:
+            publisher.publish(Float64MultiArray(data=command.tolist()))
 
     def _run_inference(self, job: tuple[int, AssembledObservation]) -> None:
         """Worker thread: predict, filter, stamp and publish one chunk."""
@@ -479,7 +469,7 @@ class PolicyNode(LifecycleNode):
             with self._lock:
                 reset, self._reset_policy_pending = self._reset_policy_pending, False
                 if generation != self._generation:
-                    self._counts['chunks_discarded'] += 1
+                    self._stats.count('chunks_discarded')
                     return
             if reset:
                 self._policy.reset()
@@ -504,55 +494,38 @@ class PolicyNode(LifecycleNode):
         now = self._now()
         with self._lock:
             if generation != self._generation or not (self._active and self._enabled):
-                self._counts['chunks_discarded'] += 1
+                self._stats.count('chunks_discarded')
                 return
             executed = self.get_parameter('executed_actions').value or len(chunk.executable)
-            current = self._current_command(now)
+            current = self._output.current(now, self._latest_joint_state())
             if current is None:
                 return
             try:
-                plan = plan_chunk(chunk.executable[:executed], base, now,
-                                  self._control_period, self.joint_names, self._safety,
-                                  *current, min_lead=0.5 * self._control_period)
+                plan, splice = self._output.plan(chunk.executable[:executed], base, now,
+                                                 self._control_period, current)
             except ActionRejected as error:
                 self._reject(MessageError('actions_nonfinite', 'policy actions',
                                           'finite (horizon, dof) values', str(error)),
                              'policy')
                 return
             latency = now - assembled.stamp
-            self._predict_ms.add(chunk.stats.total_ms)
-            self._e2e_ms.add(latency * 1e3)
-            self._sparsity.add(chunk.stats.sparsity)
-            self._cache_bytes = chunk.stats.cache_bytes
-            self._counts['dense_calls'] += int(chunk.stats.dense_call)
-            self._counts['cold_calls'] += int(chunk.stats.cold_call)
-            self._skew_ms = assembled.max_skew * 1e3
+            self._stats.record_call(chunk.stats, latency, assembled.max_skew)
             if len(plan) == 0 and plan.safety.truncated:
-                self._counts['chunks_infeasible'] += 1
+                self._stats.count('chunks_infeasible')
                 self._log_throttled('chunks_infeasible',
                                     'chunk refused: its first target cannot be reached within '
                                     'the position, speed and acceleration limits; replanning')
                 return
             if len(plan) == 0:
-                self._counts['chunks_late'] += 1
+                self._stats.count('chunks_late')
                 self._log_throttled('chunks_late',
                                     f'chunk came too late: latency {latency:.3f} s, all '
                                     f'{plan.dropped} actions due within half a control period; '
                                     'replanning')
                 return
-            splice = self._replanner.splice(self._follower, plan) if not self._holding else None
-            if splice is not None:
-                self._splice_position.add(splice.position_jump)
-                self._splice_velocity.add(splice.velocity_jump)
-            self._prefix_rows.add(0 if prefix is None else len(prefix.actions))
-            self._publish_plan(plan, now, current[0])
-            self._holding = False
-            self._counts['chunks_published'] += 1
-            self._counts['points_dropped'] += plan.dropped
-            self._counts['position_clamped'] += plan.safety.position_clamped
-            self._counts['velocity_limited'] += plan.safety.velocity_limited
-            self._counts['points_truncated'] += plan.safety.truncated
-            self._chunk_rate.tick(now)
+            self._output.publish(plan, now, current[0])
+            kept = 0 if prefix is None else len(prefix.actions)
+            self._stats.record_published(plan, splice, kept, now)
             slack = self._seconds_until_inference(now)
         self._check_fidelity(assembled, chunk, now, slack, prefix)
 
@@ -569,10 +542,9 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             if self._replanner is None:
                 return None
-            predict_ms = self._predict_ms.percentile(90) or 0.0
-            plan_end = float(self._executable_due[-1]) if self._executable_due.size else None
+            predict_ms = self._stats.predict_percentile_ms(90) or 0.0
             rows = self._replanner.prefix_rows(
-                settings, self._follower, time_base, now, plan_end,
+                settings, self._output.follower, time_base, now, self._output.plan_end,
                 max(now - time_base, 0.0) + predict_ms * 1e-3)
         return None if rows is None else ActionPrefix(rows, 0, settings.prefix_until)
 
@@ -587,7 +559,7 @@ class PolicyNode(LifecycleNode):
         if self._replanner is None:
             return 0.0
         return self._replanner.seconds_until_due(self._replan_settings(), now,
-                                                 self._executable_due)
+                                                 self._output.executable_due)
 
     def _check_fidelity(self, assembled: AssembledObservation, chunk, now: float,
                         slack: float, prefix: ActionPrefix | None = None) -> None:
@@ -642,7 +614,7 @@ class PolicyNode(LifecycleNode):
                 self._fidelity.reset()
         with self._lock:
             self._reset_policy_pending = False
-            self._cache_bytes = 0
+            self._stats.cache_bytes = 0
         response.success = True
         response.message = f'cleared observation history and rollout cache ({freed} bytes)'
         self.get_logger().info(response.message)
@@ -703,28 +675,13 @@ class PolicyNode(LifecycleNode):
                 'model': self._policy_source or 'none',
                 'device': device,
                 'sparsity_mode': mode,
-                'predict_latency_p50_ms': self._predict_ms.percentile(50),
-                'predict_latency_p99_ms': self._predict_ms.percentile(99),
-                'end_to_end_latency_p50_ms': self._e2e_ms.percentile(50),
-                'end_to_end_latency_p99_ms': self._e2e_ms.percentile(99),
-                'chunk_rate_hz': self._chunk_rate.rate(now),
                 'replan_mode': self._replan_mode,
                 'replan_rate_target_hz': self.get_parameter('replan_rate').value,
                 'consistency': (self.get_parameter('consistency').value
                                 if self._replan_mode == 'streaming' else 'none (chunked)'),
-                'prefix_rows_mean': self._prefix_rows.mean(),
-                'splice_position_jump_p50': self._splice_position.percentile(50),
-                'splice_position_jump_max': self._splice_position.percentile(100),
-                'splice_velocity_jump_p50': self._splice_velocity.percentile(50),
-                'splice_velocity_jump_max': self._splice_velocity.percentile(100),
-                'sparsity_mean': self._sparsity.mean(),
-                'cache_bytes': self._cache_bytes,
                 'observation_age_s': age,
-                'observation_skew_ms': self._skew_ms,
             }
-            report.update(self._counts)
-            report.update({f'rejected_{kind}': self._rejected[kind] for kind in REJECTION_KINDS})
-            report['last_error'] = self._last_error or 'none'
+            report.update(self._stats.values(now))
             fidelity = self._fidelity
             if fidelity is not None:
                 report.update(fidelity.summary())
@@ -733,7 +690,6 @@ class PolicyNode(LifecycleNode):
                     message = (f'fidelity {fidelity.monitor.state.value}: action deviation '
                                f'{fidelity.monitor.last_deviation:.4f} from the '
                                f'{fidelity.settings.reference} reference')
-            self._rejected_reported = sum(self._rejected.values())
         status = make_status(f'{self.get_name()}: policy', device, level, message, report)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -752,8 +708,8 @@ class PolicyNode(LifecycleNode):
             return DiagnosticStatus.ERROR, (
                 f'observations stale: {self._buffer.stalest_source()} {age:.3f} s old > '
                 f'observation_timeout {timeout:.3f} s; holding position')
-        if sum(self._rejected.values()) > self._rejected_reported:
-            return DiagnosticStatus.WARN, f'rejected input: {self._last_error}'
+        if self._stats.new_rejections():
+            return DiagnosticStatus.WARN, f'rejected input: {self._stats.last_error}'
         if self._waiting_reason:
             return DiagnosticStatus.WARN, f'waiting: {self._waiting_reason}'
         return DiagnosticStatus.OK, 'running'
@@ -765,19 +721,9 @@ class PolicyNode(LifecycleNode):
                 self._buffer.add_image(camera, seconds, rgb)
         self._stream_trigger()
 
-    def _current_command(self, now: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """
-        Where the arm is commanded to be now, and how fast: our plan (lock held).
-
-        Before anything was commanded, and always in a dry run (``output_type: preview``,
-        where no controller follows the plan): the latest joint state, at rest.
-        """
-        if self._follower.active and self._output_type != 'preview':
-            return self._follower.sample_state(now)
-        latest = self._buffer.latest_joint_state() if self._buffer is not None else None
-        if latest is None:
-            return None
-        return latest[1].astype(np.float64), np.zeros(len(self.joint_names))
+    def _latest_joint_state(self) -> tuple[float, np.ndarray] | None:
+        """Return the newest (stamp, positions) joint state, None without one (lock held)."""
+        return self._buffer.latest_joint_state() if self._buffer is not None else None
 
     def _clear_state(self, cause: str) -> None:
         """
@@ -789,14 +735,11 @@ class PolicyNode(LifecycleNode):
         self._generation += 1
         if self._buffer is not None:
             self._buffer.clear()
-        self._follower.clear()
-        if self._replanner is not None:
-            self._replanner.clear()
-        self._executable_due = np.zeros(0)
+        self._output.clear()
         self._hold_latch.disarm()
         self._last_tick_time = None
         self._reset_policy_pending = True
-        self._counts[f'resets_{cause}'] += 1
+        self._stats.reset_by(cause)
 
     def _before_episode(self, stamp: float) -> bool:
         """Tell whether data stamped ``stamp`` belongs to an episode before the current one."""
@@ -804,7 +747,7 @@ class PolicyNode(LifecycleNode):
 
     def _stop_motion(self, why: str) -> None:
         """Publish one stop if a plan of ours may still be moving the arm (lock held)."""
-        if self._follower.active and not self._holding:
+        if self._output.commanding:
             self._publish_hold(self._now(), why, error=False)
 
     def _publish_hold(self, now: float, why: str, error: bool) -> None:
@@ -814,14 +757,11 @@ class PolicyNode(LifecycleNode):
         Nothing is published when nothing was commanded yet (the arm is not moving on our
         account) or when the node is not configured.
         """
-        state = self._follower.sample_state(now) if self._follower.active else None
-        if state is None or self._safety is None:
+        plan = self._output.brake(now)
+        if plan is None:
             self.get_logger().info(f'{why}: nothing commanded yet, no stop needed')
             return
-        plan = hold_plan(self._safety, self.joint_names, now, *state)
-        self._publish_plan(plan, now, state[0])
-        self._holding = True
-        self._counts['holds_published'] += 1
+        self._stats.count('holds_published')
         text = (f'{why}: braking to {np.round(plan.positions[0], 4).tolist()} in '
                 f'{plan.times_from_start[0]:.3f} s')
         # rclpy loggers refuse two severities from one call site: two calls.
@@ -830,20 +770,10 @@ class PolicyNode(LifecycleNode):
         else:
             self.get_logger().info(text)
 
-    def _publish_plan(self, plan: TrajectoryPlan, now: float, current: np.ndarray) -> None:
-        if self._trajectory_pub is not None:
-            self._trajectory_pub.publish(to_joint_trajectory_msg(plan))
-        if self._replanner is not None:
-            self._replanner.replaced(self._follower, now)
-        self._follower.set_trajectory(plan.joint_names, plan.stamp, plan.times_from_start,
-                                      plan.positions, now, current, plan.velocities)
-        self._executable_due = plan.absolute_times[:plan.executable]
-
     def _reject(self, error: MessageError, source: str) -> None:
         with self._lock:
-            self._rejected[error.kind] += 1
-            self._last_error = f'{source}: {error}'
-        self._log_throttled(error.kind, f'rejected {source}: {error}')
+            text = self._stats.reject(error, source)
+        self._log_throttled(error.kind, text)
 
     def _log_throttled(self, key: str, text: str) -> None:
         """Warn at most once per LOG_THROTTLE_S per ``key`` (rclpy throttles per call site)."""
@@ -851,25 +781,6 @@ class PolicyNode(LifecycleNode):
         if now - self._log_times.get(key, -np.inf) >= LOG_THROTTLE_S:
             self._log_times[key] = now
             self.get_logger().warning(text)
-
-    def _reset_statistics(self) -> None:
-        self._predict_ms = RollingWindow(10000)
-        self._e2e_ms = RollingWindow(10000)
-        self._sparsity = RollingWindow(10000)
-        self._chunk_rate = RateMeter(5.0)
-        self._splice_position = RollingWindow(10000)  # at each new plan's first point
-        self._splice_velocity = RollingWindow(10000)
-        self._prefix_rows = RollingWindow(10000)  # committed rows kept per call
-        self._cache_bytes = 0
-        self._skew_ms = None
-        self._counts = Counter(dict.fromkeys((
-            'chunks_published', 'chunks_late', 'chunks_discarded', 'holds_published',
-            'chunks_infeasible', 'dense_calls', 'cold_calls', 'points_dropped', 'points_truncated',
-            'position_clamped', 'velocity_limited',
-            *(f'resets_{cause}' for cause in RESET_CAUSES)), 0))
-        self._rejected = Counter()
-        self._rejected_reported = 0
-        self._last_error = ''
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -913,14 +824,13 @@ class PolicyNode(LifecycleNode):
                 self._policy.close()
             self._policy = None
             self._policy_source = ''
-        for publisher in (self._trajectory_pub, self._forward_pub):
+        with self._lock:
+            publishers = (self._output.trajectory_pub, self._output.forward_pub)
+            self._output.release()
+            self._buffer = None
+        for publisher in publishers:
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
-        self._trajectory_pub = self._forward_pub = None
-        with self._lock:
-            self._buffer = None
-            self._safety = None
-            self._follower.clear()
 
     def _check_wiring(self, fixed: dict) -> None:
         if not self.joint_names or len(set(self.joint_names)) != len(self.joint_names):
