@@ -1,11 +1,13 @@
 """The robot's URDF as the source of joint names and limits: parser, resolution, policy_node."""
 
 import json
+import time
 
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from sparse_policy_ros.control.safety import JointLimits
+from sparse_policy_ros.ros.description_topic import DESCRIPTION_QOS
 from sparse_policy_ros.ros.jtc_validation import CommandedMotionChecker
 from sparse_policy_ros.ros.params import POLICY_PARAMS
 from sparse_policy_ros.ros.paths import default_model_dir
@@ -13,6 +15,7 @@ from sparse_policy_ros.ros.policy_loader import load_sparse_policy
 from sparse_policy_ros.ros.policy_node import PolicyNode
 from sparse_policy_ros.ros.robot_description import load_robot_description, parse_urdf
 from sparse_policy_ros.ros.robot_description import resolve_joint_limits, resolve_joint_names
+from std_msgs.msg import String
 from test_ros_policy_node import (chunks, HOME, JOINTS, MAX_ACCELERATION, policy_overrides,
                                   SensorFeed)
 from trajectory_msgs.msg import JointTrajectory
@@ -236,3 +239,35 @@ def test_a_model_that_records_its_joints_refuses_another_order():
         error.value)
     policy, _, _ = load_sparse_policy({**settings, 'joint_names': JOINTS})
     policy.close()
+
+
+@pytest.mark.ros
+def test_policy_node_takes_the_urdf_latched_on_the_robot_description_topic(ros_harness):
+    # As robot_state_publisher does: publish once, transient local, before the node exists.
+    names = ['base_yaw', 'shoulder', 'elbow', 'wrist_pitch', 'wrist_roll']
+    publisher = ros_harness.node.create_publisher(String, '/robot_description', DESCRIPTION_QOS)
+    publisher.publish(String(data=arm_urdf(names)))
+    node = PolicyNode(context=ros_harness.context, parameter_overrides=urdf_node_overrides(
+        robot_description_topic='/robot_description', robot_description_timeout=10.0,
+        max_joint_acceleration=MAX_ACCELERATION + [5.0]))
+    try:
+        assert node.joint_names == tuple(names) and node.autostart_ok
+        assert node._description.source == 'robot_description_topic /robot_description'
+    finally:
+        node.close()
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_robot_description_topic_without_a_urdf_is_a_start_up_error(ros_harness):
+    started = time.monotonic()
+    with pytest.raises(ValueError) as error:
+        PolicyNode(context=ros_harness.context, parameter_overrides=urdf_node_overrides(
+            robot_description_topic='/no_robot_here', robot_description_timeout=0.5))
+    assert "no URDF on '/no_robot_here' within robot_description_timeout 0.5 s" in str(
+        error.value)
+    assert 'no publisher' in str(error.value)
+    assert time.monotonic() - started < 5.0  # waited about the timeout, not forever
+    with pytest.raises(ValueError, match='both set; set one'):
+        PolicyNode(context=ros_harness.context, parameter_overrides=urdf_node_overrides(
+            robot_description_topic='/robot_description', robot_description=arm_urdf()))

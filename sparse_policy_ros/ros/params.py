@@ -117,6 +117,12 @@ POLICY_PARAMS = (
     ParamSpec('robot_description_file', '', 'Path of a URDF file instead of '
               "robot_description (relative = inside the package's share folder, e.g. "
               "urdf/arm_push.urdf). '' = none.", READ_ONLY),
+    ParamSpec('robot_description_topic', '', 'Topic (std_msgs/String, transient local) a '
+              'robot stack latches its URDF on, usually /robot_description (from '
+              "robot_state_publisher), instead of robot_description(_file). '' = none.",
+              READ_ONLY),
+    ParamSpec('robot_description_timeout', 10.0, 'Seconds to wait at start-up for the URDF '
+              'on robot_description_topic.', READ_ONLY, value_range=(0.1, 600.0)),
     ParamSpec('camera_names', ['front'], "Cameras in the policy's order.", READ_ONLY,
               item_type=str),
     ParamSpec('image_topics', ['camera/front/image_raw'], 'sensor_msgs/Image topic per camera '

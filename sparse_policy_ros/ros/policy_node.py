@@ -43,6 +43,7 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from .command_output import CommandOutput
+from .description_topic import wait_for_robot_description
 from .diagnostics import make_status
 from .fidelity_check import FidelityCheck, FidelitySettings
 from .image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
@@ -53,8 +54,8 @@ from .observation_buffer import AssembledObservation, ObservationBuffer
 from .params import CONFIGURE, declare, POLICY_PARAMS, RANDOM_MODEL, spec_by_name, values
 from .policy_loader import load_sparse_policy
 from .policy_statistics import PolicyStatistics
-from .robot_description import load_robot_description, resolve_joint_limits
-from .robot_description import resolve_joint_names
+from .robot_description import load_robot_description, parse_urdf, resolve_joint_limits
+from .robot_description import resolve_joint_names, RobotDescription
 from .trajectory import stamp_to_seconds
 from ..control.message_errors import MessageError
 from ..control.replanning import Replanner, ReplanSettings
@@ -81,8 +82,7 @@ class PolicyNode(LifecycleNode):
         self._specs = spec_by_name(POLICY_PARAMS)
         fixed = values(self, POLICY_PARAMS)
         # Start-up errors (ValueError) name the parameter: the node cannot run without joints.
-        self._description = load_robot_description(fixed['robot_description'],
-                                                   fixed['robot_description_file'])
+        self._description = self._load_description(fixed)
         self.joint_names = resolve_joint_names(fixed['joint_names'], self._description)
         self.camera_names = tuple(fixed['camera_names'])
         self._check_wiring(fixed)
@@ -831,6 +831,20 @@ class PolicyNode(LifecycleNode):
         for publisher in publishers:
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
+
+    def _load_description(self, fixed: dict) -> RobotDescription | None:
+        """Parse the URDF from the parameter, the file or the topic (set at most one)."""
+        topic = fixed['robot_description_topic']
+        if not topic:
+            return load_robot_description(fixed['robot_description'],
+                                          fixed['robot_description_file'])
+        others = [name for name in ('robot_description', 'robot_description_file')
+                  if fixed[name]]
+        if others:
+            raise ValueError(f'robot_description_topic {topic!r} and {others} are both set; '
+                             f"set one (set {others[0]} to '' to take the URDF from the topic)")
+        text = wait_for_robot_description(self, topic, fixed['robot_description_timeout'])
+        return parse_urdf(text, f'robot_description_topic {topic}')
 
     def _check_wiring(self, fixed: dict) -> None:
         if not self.joint_names or len(set(self.joint_names)) != len(self.joint_names):
