@@ -31,14 +31,14 @@ SIDE_EFFECTS = []
 class DPTransformer(nn.Module):
     """DP's TransformerForDiffusion (obs_as_cond, causal, MLP cond encoder), by its names."""
 
-    def __init__(self):
+    def __init__(self, obs_dim: int = OBS_DIM, action_dim: int = ACTION_DIM):
         super().__init__()
         e, t_cond = N_EMB, 1 + N_OBS
         self._dummy_variable = nn.Parameter()
-        self.input_emb = nn.Linear(ACTION_DIM, e)
+        self.input_emb = nn.Linear(action_dim, e)
         self.pos_emb = nn.Parameter(torch.zeros(1, HORIZON, e))
         self.drop = nn.Dropout(0.0)
-        self.cond_obs_emb = nn.Linear(OBS_DIM, e)
+        self.cond_obs_emb = nn.Linear(obs_dim, e)
         self.cond_pos_emb = nn.Parameter(torch.zeros(1, t_cond, e))
         self.encoder = nn.Sequential(nn.Linear(e, 4 * e), nn.Mish(), nn.Linear(4 * e, e))
         layer = nn.TransformerDecoderLayer(e, N_HEAD, 4 * e, 0.3, activation='gelu',
@@ -51,7 +51,7 @@ class DPTransformer(nn.Module):
         self.register_buffer('memory_mask', torch.zeros(HORIZON, t_cond).masked_fill(
             ~(t >= s - 1), float('-inf')))
         self.ln_f = nn.LayerNorm(e)
-        self.head = nn.Linear(e, ACTION_DIM)
+        self.head = nn.Linear(e, action_dim)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor,
                 cond: torch.Tensor) -> torch.Tensor:
@@ -104,26 +104,29 @@ class Marker(nn.Module):
 class DPLowdimPolicy(nn.Module):
     """The modules of DP's DiffusionTransformerLowdimPolicy, so state_dict() has its keys."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, obs_dim: int = OBS_DIM, action_dim: int = ACTION_DIM,
+                 action_low: float = 0.0, action_span: float = 4.0):
         super().__init__()
         torch.manual_seed(seed)
         self._dummy_variable = nn.Parameter()
-        self.model = DPTransformer()
+        self.model = DPTransformer(obs_dim, action_dim)
         with torch.no_grad():
             for param in self.model.parameters():
                 param.normal_(0.0, 0.3)  # large enough that x0 clipping is active
         self.mask_generator = Marker()
-        obs = torch.randn(200, OBS_DIM) * 3.0 + 1.0
+        obs = torch.randn(200, obs_dim) * 3.0 + 1.0
         obs[:, 2] = 0.25  # a constant dimension
-        self.normalizer = DPNormalizer({'obs': obs, 'action': torch.rand(200, ACTION_DIM) * 4})
+        actions = action_low + torch.rand(200, action_dim) * action_span
+        self.normalizer = DPNormalizer({'obs': obs, 'action': actions})
         self.eval()
 
 
-def dp_cfg(scheduler: str = 'DDPMScheduler', steps: int = 100) -> dict:
+def dp_cfg(scheduler: str = 'DDPMScheduler', steps: int = 100, obs_dim: int = OBS_DIM,
+           action_dim: int = ACTION_DIM) -> dict:
     """Return the training config of DP (the lowdim transformer workspace), as plain data."""
     return {
         'horizon': HORIZON, 'n_obs_steps': N_OBS, 'n_action_steps': N_ACTION,
-        'obs_dim': OBS_DIM, 'action_dim': ACTION_DIM, 'obs_as_cond': True, 'task_name': 'toy',
+        'obs_dim': obs_dim, 'action_dim': action_dim, 'obs_as_cond': True, 'task_name': 'toy',
         'policy': {
             '_target_': LOWDIM_TARGET,
             'model': {'n_layer': N_LAYER, 'n_head': N_HEAD, 'n_emb': N_EMB, 'p_drop_emb': 0.0,
@@ -145,10 +148,10 @@ def dp_cfg(scheduler: str = 'DDPMScheduler', steps: int = 100) -> dict:
 
 
 def write_ckpt(path, cfg=None, ema_seed: int | None = 1, drop=(), state_dicts=True,
-               edit=None):
+               edit=None, **dims):
     """Write DP's payload layout with torch.save; return the raw and EMA policies."""
-    raw = DPLowdimPolicy(seed=0)
-    ema = DPLowdimPolicy(seed=ema_seed) if ema_seed is not None else None
+    raw = DPLowdimPolicy(seed=0, **dims)
+    ema = DPLowdimPolicy(seed=ema_seed, **dims) if ema_seed is not None else None
     dicts = {'model': raw.state_dict(),
              'optimizer': torch.optim.AdamW(raw.parameters()).state_dict()}
     if ema is not None:

@@ -97,3 +97,18 @@ def test_rejects_bad_arguments():
         make_buffer().add_joint_state(0.0, np.zeros(3))
     with pytest.raises(ValueError, match='control_period must be > 0'):
         make_buffer(control_period=0.0)
+
+
+def test_state_only_policy_samples_the_joint_history():
+    # No cameras (an imported low-dim Diffusion Policy): the joint state sets the step times.
+    buffer = ObservationBuffer((), state_dim=2, n_obs_steps=2, control_period=0.1)
+    assert buffer.missing_sources() == ['joint_states'] and buffer.age(1.0) is None
+    for k in range(5):
+        buffer.add_joint_state(0.05 * k, np.array([k, -k], dtype=np.float64))
+    assembled = buffer.assemble()
+    assert assembled.stamp == pytest.approx(0.2)
+    np.testing.assert_allclose(assembled.step_times, [0.1, 0.2])
+    assert assembled.observation[OBS_IMAGES] == {}
+    np.testing.assert_array_equal(assembled.observation[OBS_STATE], [[2, -2], [4, -4]])
+    assert buffer.age(0.5) == pytest.approx(0.3)
+    assert buffer.stalest_source() == 'joint_states'

@@ -97,8 +97,6 @@ class ObservationBuffer:
         step (default one control period); ``history_margin`` the seconds of history kept
         beyond the policy's window.
         """
-        if not camera_names:
-            raise ValueError('camera_names must name at least one camera, got []')
         if n_obs_steps < 1:
             raise ValueError(f'n_obs_steps must be >= 1, got {n_obs_steps}')
         if not control_period > 0:
@@ -174,7 +172,8 @@ class ObservationBuffer:
         missing = self.missing_sources()
         if missing:
             raise LookupError(f'no data yet from {missing}')
-        t_new = min(self._images[camera].latest for camera in self.camera_names)
+        t_new = min((self._images[camera].latest for camera in self.camera_names),
+                    default=self._joints.latest)  # a state-only policy: the joint state
         joint_index = self._joints.closest(t_new, not_after=np.inf)
         skew = abs(self._joints.stamps[joint_index] - t_new)
         if skew > self.pair_tolerance:

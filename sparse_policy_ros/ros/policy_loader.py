@@ -61,7 +61,9 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str, lis
 
     Returns the policy, where it came from, and warnings for the log (parameters that do not
     apply to the resolved device). ``settings`` holds the policy node's parameter values. The
-    policy's cameras and joint count must match the node's, otherwise ValueError names both.
+    policy's cameras and joint count must match the node's, otherwise ValueError names both; a
+    state-only model (no cameras, e.g. an imported low-dim Diffusion Policy) uses none of the
+    node's cameras.
     """
     if settings['torch_threads'] > 0:
         # Process-wide: threads started afterwards (the node's inference worker) inherit it.
@@ -96,7 +98,7 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str, lis
         source = str(path)
     config = policy.config
     problems = []
-    if list(config.camera_names) != camera_names:
+    if config.camera_names and list(config.camera_names) != camera_names:
         problems.append(f"camera_names: expected the model's {list(config.camera_names)}, "
                         f'got {camera_names}')
     if config.state_dim != len(joint_names) or config.action_dim != len(joint_names):

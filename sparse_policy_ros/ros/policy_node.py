@@ -85,6 +85,7 @@ class PolicyNode(LifecycleNode):
         self._description = self._load_description(fixed)
         self.joint_names = resolve_joint_names(fixed['joint_names'], self._description)
         self.camera_names = tuple(fixed['camera_names'])
+        self._cameras: tuple[str, ...] = ()  # the model's: none for a state-only model
         self._check_wiring(fixed)
         self._image_topics = list(fixed['image_topics'])
         self._compressed_topics = list(fixed['compressed_image_topics'])
@@ -199,7 +200,8 @@ class PolicyNode(LifecycleNode):
             self._policy_source = source
             self._fidelity = fidelity
         with self._lock:
-            self._buffer = ObservationBuffer(self.camera_names, config.state_dim,
+            self._cameras = tuple(config.camera_names)
+            self._buffer = ObservationBuffer(self._cameras, config.state_dim,
                                              config.n_obs_steps, self._control_period)
             self._replanner = Replanner(self._control_period, config.n_obs_steps,
                                         config.horizon)
@@ -230,6 +232,9 @@ class PolicyNode(LifecycleNode):
             f'{config.control_hz:g} Hz, horizon {config.horizon}, n_obs_steps '
             f'{config.n_obs_steps}, n_action_steps {config.n_action_steps}, replan_mode '
             f'{self._replan_mode}')
+        if not self._cameras:
+            self.get_logger().info('state-only model (no cameras): subscribing to joint states '
+                                   'only; camera_names and the image topics are not used')
         self.get_logger().info(
             f'joints {list(self.joint_names)}: position {limits.lower.tolist()} .. '
             f'{limits.upper.tolist()}, velocity {limits.max_velocity.tolist()}, acceleration '
@@ -241,12 +246,12 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the sensors and start the control tick and outputs."""
         for camera, topic in zip(self.camera_names, self._image_topics):
-            if topic:
+            if topic and camera in self._cameras:
                 self._subscriptions_made.append(self.create_subscription(
                     Image, topic, lambda msg, c=camera: self.image_callback(msg, c),
                     qos_profile_sensor_data))
         for camera, topic in zip(self.camera_names, self._compressed_topics):
-            if topic:
+            if topic and camera in self._cameras:
                 self._subscriptions_made.append(self.create_subscription(
                     CompressedImage, topic,
                     lambda msg, c=camera: self.compressed_image_callback(msg, c),
