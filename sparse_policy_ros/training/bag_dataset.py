@@ -49,6 +49,10 @@ in the past. Episodes with fewer than ``--min-steps`` ticks are skipped and repo
 
 Every bad input raises ``ValueError`` naming the bag, the topic, the message index (in the
 topic's bag order) with its time, and what was expected.
+
+``recorder_node`` (``ros/recorder_node.py``) records live topics with the same pieces: messages
+go through :class:`StreamCollector`, episodes through :func:`plan_episodes` and
+:func:`episode_arrays`, and a new store gets :func:`layout_attrs`.
 """
 
 import argparse
@@ -229,10 +233,15 @@ class Trajectories:
         return max(int(self.starts[i]), int(due[-1]) if len(due) else int(self.starts[i]))
 
     def first_defined(self) -> int | None:
-        """Return the first time a command is in force (a message's first point falls due)."""
+        """
+        Return the first time a command is in force (a message's first point falls due).
+
+        A point due exactly when the next message takes over counts: that message holds it (a
+        teleop device's one-point commands, each due when the next one comes, are all this).
+        """
         for i in range(len(self.starts)):
             if len(self.due[i]) and (i + 1 == len(self.starts)
-                                     or self.due[i][0] < self.starts[i + 1]):
+                                     or self.due[i][0] <= self.starts[i + 1]):
                 return int(self.due[i][0])
         return None
 
@@ -438,8 +447,8 @@ def _require_finite(values: np.ndarray, names: Sequence[str], where: str, what: 
 
 
 @dataclass
-class _Streams:
-    """Everything pass 1 read: per-camera frame times, joint states, command, markers."""
+class Streams:
+    """Every stream of a recording: per-camera frame times, joint states, command, markers."""
 
     cameras: list[Samples]
     joints: Samples
@@ -447,99 +456,152 @@ class _Streams:
     markers: Samples | None
 
 
+class StreamCollector:
+    """
+    Gather the policy streams one message at a time: a bag's first pass, or a live recording.
+
+    Messages are read by attribute, so rosbags and rclpy messages both work. ``add`` raises
+    ``ValueError`` starting with ``where(topic, index, time_ns)`` for a message that cannot be
+    used, and then keeps nothing of it. With ``keep_frames`` every image is decoded when it is
+    added (resized to ``image_size``, or checked against ``size_ref``) and kept in
+    ``frames[topic][index]``; without, Image messages are only checked (the bag decodes the
+    frames it needs in a second pass).
+    """
+
+    def __init__(self, image_types: Mapping[str, str], joint_topic: str, command_topic: str,
+                 command_type: str, joint_names: Sequence[str],
+                 where: Callable[[str, int, int | None], str], *,
+                 episode_topic: str | None = None, episode_type: str | None = None,
+                 image_size: tuple[int, int] | None = None, use_receive_time: bool = False,
+                 size_ref: dict[str, Any] | None = None, keep_frames: bool = False):
+        """Collect ``image_types`` (topic -> Image or CompressedImage type) and the others."""
+        self.image_topics = list(image_types)
+        self.joint_topic, self.command_topic = joint_topic, command_topic
+        self.episode_topic = episode_topic
+        self.picker = _JointPicker(joint_names)
+        self.where = where
+        self.image_size = image_size
+        self.use_receive_time = use_receive_time
+        self.size_ref = {} if size_ref is None else size_ref
+        self.keep_frames = keep_frames
+        self.frames: dict[str, dict[int, np.ndarray]] = {t: {} for t in self.image_topics}
+        self._collectors = {topic: _Collector(topic, msgtype)
+                            for topic, msgtype in image_types.items()}
+        self._collectors[joint_topic] = _Collector(joint_topic, JOINT_STATE)
+        self._collectors[command_topic] = _Collector(command_topic, command_type)
+        self._handlers: dict[str, Callable[[str, int, int, Any], None]] = {
+            **dict.fromkeys(self.image_topics, self._add_image),
+            joint_topic: self._add_joints, command_topic: self._add_command}
+        if episode_topic is not None:
+            self._collectors[episode_topic] = _Collector(episode_topic, episode_type)
+            self._handlers[episode_topic] = self._add_marker
+        self._trajectories: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+
+    @property
+    def topics(self) -> list[str]:
+        """Return every topic collected, images first."""
+        return list(self._handlers)
+
+    def add(self, topic: str, index: int, receive: int, msg: Any) -> None:
+        """Add message ``index`` of ``topic``, received at ``receive`` ns."""
+        self._handlers[topic](topic, index, receive, msg)
+
+    def count(self, topic: str) -> int:
+        """Return how many messages of ``topic`` were kept."""
+        return len(self._collectors[topic].index)
+
+    def empty_topics(self) -> list[str]:
+        """Return the topics without a kept message."""
+        return [topic for topic, collector in self._collectors.items() if not collector.index]
+
+    def finish(self) -> Streams:
+        """Return the streams, each sorted by time (every topic must have a message)."""
+        assert not self.empty_topics(), self.empty_topics()
+        command_collector = self._collectors[self.command_topic]
+        if command_collector.msgtype == JOINT_TRAJECTORY:
+            trajectories = sorted(self._trajectories, key=lambda item: item[0])
+            command: Samples | Trajectories = Trajectories(
+                self.command_topic, np.array([t[0] for t in trajectories], np.int64),
+                np.array([t[1] for t in trajectories], np.int64),
+                [t[2] for t in trajectories], [t[3] for t in trajectories])
+        else:
+            command = command_collector.finish()
+        markers = (None if self.episode_topic is None
+                   else self._collectors[self.episode_topic].finish())
+        return Streams([self._collectors[t].finish() for t in self.image_topics],
+                       self._collectors[self.joint_topic].finish(), command, markers)
+
+    def _add_image(self, topic: str, index: int, receive: int, msg: Any) -> None:
+        collector = self._collectors[topic]
+        time = _stamp(msg.header, receive, self.use_receive_time)
+        if self.keep_frames:
+            self.frames[topic][index] = decode_frame(
+                msg, collector.msgtype, self.where(topic, index, time), self.image_size,
+                self.size_ref)
+        elif collector.msgtype == IMAGE:
+            where = self.where(topic, index, time)
+            try:
+                check_raw_image(msg)
+            except ValueError as error:
+                raise ValueError(f'{where}: {error}') from None
+            if self.image_size is None:
+                _check_size(self.size_ref, (int(msg.height), int(msg.width)), where)
+        collector.add(index, time)
+
+    def _add_joints(self, topic: str, index: int, receive: int, msg: Any) -> None:
+        time = _stamp(msg.header, receive, self.use_receive_time)
+        values = self.picker(msg, self.where(topic, index, time))
+        self._collectors[topic].add(index, time, values)
+
+    def _add_command(self, topic: str, index: int, receive: int, msg: Any) -> None:
+        collector = self._collectors[topic]
+        names = self.picker.joint_names
+        if collector.msgtype == JOINT_STATE:
+            self._add_joints(topic, index, receive, msg)
+        elif collector.msgtype == FLOAT64_MULTI_ARRAY:
+            where = self.where(topic, index, receive)
+            data = np.asarray(msg.data, np.float64)
+            if data.shape != (len(names),):
+                raise ValueError(f'{where}: Float64MultiArray holds {data.size} values; '
+                                 f'expected {len(names)}, one per joint of {names}')
+            _require_finite(data, names, where, 'data')
+            collector.add(index, receive, data)
+        else:
+            start = _stamp(msg.header, receive, self.use_receive_time)
+            due, positions = _trajectory_points(msg, start, names,
+                                                self.where(topic, index, start))
+            self._trajectories.append((start, index, due, positions))
+            collector.add(index, start)
+
+    def _add_marker(self, topic: str, index: int, receive: int, msg: Any) -> None:
+        collector = self._collectors[topic]
+        time = (_stamp(msg, receive, self.use_receive_time) if collector.msgtype == HEADER
+                else receive)
+        collector.add(index, time)
+
+
 def _read_streams(bag: BagReader, image_topics: Sequence[str], joint_topic: str,
                   command_topic: str, episode_topic: str | None, joint_names: Sequence[str],
                   image_size: tuple[int, int] | None, use_receive_time: bool,
-                  size_ref: dict[str, Any], progress: bool) -> _Streams:
+                  size_ref: dict[str, Any], progress: bool) -> Streams:
     """Read every message of the topics once: times, joint values, and image checks."""
-    picker = _JointPicker(joint_names)
-    collectors: dict[str, _Collector] = {}
-    handlers: dict[str, Callable[[int, int, Any], None]] = {}
-
-    def image_handler(topic: str) -> Callable[[int, int, Any], None]:
-        collector = collectors[topic]
-
-        def handle(index: int, receive: int, msg: Any) -> None:
-            time = _stamp(msg.header, receive, use_receive_time)
-            if collector.msgtype == IMAGE:
-                where = bag.where(topic, index, time)
-                try:
-                    check_raw_image(msg)
-                except ValueError as error:
-                    raise ValueError(f'{where}: {error}') from None
-                if image_size is None:
-                    _check_size(size_ref, (int(msg.height), int(msg.width)), where)
-            collector.add(index, time)
-        return handle
-
-    for topic in image_topics:
-        collectors[topic] = _Collector(topic, bag.topics[topic])
-        handlers[topic] = image_handler(topic)
-
-    joints = collectors[joint_topic] = _Collector(joint_topic, JOINT_STATE)
-
-    def joint_handler(index: int, receive: int, msg: Any) -> None:
-        time = _stamp(msg.header, receive, use_receive_time)
-        joints.add(index, time, picker(msg, bag.where(joint_topic, index, time)))
-    handlers[joint_topic] = joint_handler
-
-    command_type = bag.topics[command_topic]
-    command = collectors[command_topic] = _Collector(command_topic, command_type)
-    trajectories: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-    dof = len(picker.joint_names)
-
-    def command_handler(index: int, receive: int, msg: Any) -> None:
-        if command_type == JOINT_STATE:
-            time = _stamp(msg.header, receive, use_receive_time)
-            command.add(index, time, picker(msg, bag.where(command_topic, index, time)))
-        elif command_type == FLOAT64_MULTI_ARRAY:
-            where = bag.where(command_topic, index, receive)
-            data = np.asarray(msg.data, np.float64)
-            if data.shape != (dof,):
-                raise ValueError(f'{where}: Float64MultiArray holds {data.size} values; '
-                                 f'expected {dof}, one per joint of {picker.joint_names}')
-            _require_finite(data, picker.joint_names, where, 'data')
-            command.add(index, receive, data)
-        else:
-            start = _stamp(msg.header, receive, use_receive_time)
-            command.add(index, start)
-            trajectories.append((start, index, *_trajectory_points(
-                msg, start, picker.joint_names, bag.where(command_topic, index, start))))
-    handlers[command_topic] = command_handler
-
-    if episode_topic is not None:
-        markers = collectors[episode_topic] = _Collector(episode_topic, bag.topics[episode_topic])
-
-        def marker_handler(index: int, receive: int, msg: Any) -> None:
-            time = (_stamp(msg, receive, use_receive_time) if markers.msgtype == HEADER
-                    else receive)
-            markers.add(index, time)
-        handlers[episode_topic] = marker_handler
-
-    topics = list(handlers)
+    collector = StreamCollector(
+        {topic: bag.topics[topic] for topic in image_topics}, joint_topic, command_topic,
+        bag.topics[command_topic], joint_names, bag.where, episode_topic=episode_topic,
+        episode_type=None if episode_topic is None else bag.topics[episode_topic],
+        image_size=image_size, use_receive_time=use_receive_time, size_ref=size_ref)
+    topics = collector.topics
     bar = tqdm(bag.messages(topics), total=bag.message_count(topics), desc='bag-to-dataset read',
                disable=not progress, dynamic_ncols=True, mininterval=2.0)
     for topic, index, receive, raw in bar:
-        handlers[topic](index, receive, bag.decode(topic, index, receive, raw))
-
-    for topic, collector in collectors.items():
-        if not collector.index:
-            role = ('--image-topic' if topic in image_topics else '--joint-state-topic'
-                    if topic == joint_topic else '--command-topic' if topic == command_topic
-                    else '--episode-topic')
-            raise ValueError(f'{bag.path}: topic {topic!r} ({role}) has no messages; expected '
-                             f'at least one')
-    if command_type == JOINT_TRAJECTORY:
-        order = sorted(range(len(trajectories)), key=lambda i: trajectories[i][0])
-        command_stream: Samples | Trajectories = Trajectories(
-            command_topic, np.array([trajectories[i][0] for i in order], np.int64),
-            np.array([trajectories[i][1] for i in order], np.int64),
-            [trajectories[i][2] for i in order], [trajectories[i][3] for i in order])
-    else:
-        command_stream = command.finish()
-    return _Streams([collectors[t].finish() for t in image_topics], joints.finish(),
-                    command_stream,
-                    None if episode_topic is None else collectors[episode_topic].finish())
+        collector.add(topic, index, receive, bag.decode(topic, index, receive, raw))
+    for topic in collector.empty_topics():
+        role = ('--image-topic' if topic in image_topics else '--joint-state-topic'
+                if topic == joint_topic else '--command-topic' if topic == command_topic
+                else '--episode-topic')
+        raise ValueError(f'{bag.path}: topic {topic!r} ({role}) has no messages; expected '
+                         f'at least one')
+    return collector.finish()
 
 
 def _trajectory_points(msg: Any, start: int, joint_names: Sequence[str],
@@ -571,20 +633,46 @@ def _trajectory_points(msg: Any, start: int, joint_names: Sequence[str],
 
 
 def _check_size(size_ref: dict[str, Any], size: tuple[int, int], where: str) -> None:
-    """Require every image to have the first image's (H, W) when --image-size is not given."""
+    """
+    Require every image to have the first image's (H, W) when --image-size is not given.
+
+    ``size_ref`` holds the first size and where it came from (a caller may set both up front,
+    and a ``hint`` that replaces the --image-size advice).
+    """
     if 'size' not in size_ref:
         size_ref.update(size=size, where=where)
     elif size_ref['size'] != size:
+        hint = size_ref.get('hint', 'pass --image-size H W to resize every frame')
         raise ValueError(f'{where}: image is {size[0]} x {size[1]} (H x W); expected '
                          f'{size_ref["size"][0]} x {size_ref["size"][1]} like {size_ref["where"]}'
-                         f' (pass --image-size H W to resize every frame)')
+                         f' ({hint})')
+
+
+def decode_frame(msg: Any, msgtype: str, where: str, image_size: tuple[int, int] | None,
+                 size_ref: dict[str, Any]) -> np.ndarray:
+    """
+    Decode an Image or CompressedImage to RGB uint8 (H, W, 3) at the store's frame size.
+
+    With ``image_size`` the frame is resized to it (INTER_AREA), else its size must match
+    ``size_ref`` (see :func:`_check_size`). Errors start with ``where``.
+    """
+    try:
+        frame = image_to_rgb(msg, msgtype)
+    except ValueError as error:
+        raise ValueError(f'{where}: {error}') from None
+    if image_size is not None:
+        if frame.shape[:2] != image_size:
+            frame = cv2.resize(frame, image_size[::-1], interpolation=cv2.INTER_AREA)
+    else:
+        _check_size(size_ref, frame.shape[:2], where)
+    return frame
 
 
 # ---------------------------------------------------------------------- planning
 
 
 @dataclass
-class _Episode:
+class Episode:
     """One episode's ticks and values; frames are message indices, decoded later."""
 
     ticks: np.ndarray  # int64 (T,) ns
@@ -594,18 +682,29 @@ class _Episode:
 
 
 @dataclass
-class _Plan:
-    episodes: list[_Episode] = field(default_factory=list)
+class Plan:
+    """The episodes of a recording, and what was left out of them."""
+
+    episodes: list[Episode] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     cuts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def episode_arrays(episode: Episode, frames: Sequence[Mapping[int, np.ndarray]],
+                   cameras: Sequence[str]) -> dict[str, np.ndarray]:
+    """Return the store arrays of ``episode``; ``frames[c]`` maps camera c's indices to RGB."""
+    arrays = {image_key(name, len(cameras)):
+              np.stack([frames[c][i] for i in episode.frames[c].tolist()])
+              for c, name in enumerate(cameras)}
+    return {**arrays, STATE_KEY: episode.state, ACTION_KEY: episode.action}
 
 
 def _seconds(ns: int | None) -> float | None:
     return None if ns is None else ns / _NS
 
 
-def _segments(streams: _Streams, gap_ns: int) -> tuple[list[tuple[int | None, int | None]],
-                                                       int | None]:
+def _segments(streams: Streams, gap_ns: int) -> tuple[list[tuple[int | None, int | None]],
+                                                      int | None]:
     """Return the [lo, hi) windows between markers and joint-state gaps, and the first marker."""
     times = streams.joints.times
     cuts = set(times[1:][np.diff(times) > gap_ns].tolist())
@@ -617,10 +716,10 @@ def _segments(streams: _Streams, gap_ns: int) -> tuple[list[tuple[int | None, in
     return list(zip(bounds[:-1], bounds[1:])), first_marker
 
 
-def _plan(streams: _Streams, rate: float, gap: float, max_age: float,
-          min_steps: int) -> _Plan:
-    """Cut the bag into episodes and resample every stream at the policy ticks."""
-    plan = _Plan()
+def plan_episodes(streams: Streams, rate: float, gap: float, max_age: float,
+                  min_steps: int) -> Plan:
+    """Cut the streams into episodes and resample every stream at the policy ticks."""
+    plan = Plan()
     windows, first_marker = _segments(streams, int(round(gap * _NS)))
     for lo, hi in windows:
         if first_marker is not None and (lo is None or lo < first_marker):
@@ -635,8 +734,8 @@ def _plan(streams: _Streams, rate: float, gap: float, max_age: float,
     return plan
 
 
-def _plan_window(streams: _Streams, lo: int | None, hi: int | None, rate: float,
-                 max_age_ns: int, min_steps: int, plan: _Plan) -> None:
+def _plan_window(streams: Streams, lo: int | None, hi: int | None, rate: float,
+                 max_age_ns: int, min_steps: int, plan: Plan) -> None:
     cameras = [c.window(lo, hi) for c in streams.cameras]
     joints = streams.joints.window(lo, hi)
     command = streams.command.window(lo, hi)
@@ -714,7 +813,7 @@ def _plan_window(streams: _Streams, lo: int | None, hi: int | None, rate: float,
         else:
             if np.isnan(action[row:stop]).any():  # pragma: no cover - t0 guarantees a command
                 raise AssertionError('undefined command inside an episode')
-            plan.episodes.append(_Episode(
+            plan.episodes.append(Episode(
                 ticks[row:stop], state[row:stop].astype(np.float32),
                 action[row:stop].astype(np.float32), [f[row:stop] for f in frames]))
         row = stop
@@ -788,7 +887,7 @@ def convert_bag(bag: str | os.PathLike, out: str | os.PathLike, *,
         size_ref: dict[str, Any] = {}
         streams = _read_streams(reader, image_topics, joint_state_topic, command_topic,
                                 episode_topic, names, size, use_receive_time, size_ref, progress)
-        plan = _plan(streams, rate, gap, max_age, min_steps)
+        plan = plan_episodes(streams, rate, gap, max_age, min_steps)
         if not plan.episodes:
             reasons = '; '.join(sorted({s['reason'] for s in plan.skipped})) or 'no data'
             raise ValueError(f'{reader.path}: no episode of at least {min_steps} steps at '
@@ -849,7 +948,7 @@ def _check_settings(image_topics: list[str], joint_state_topic: str, command_top
         raise ValueError(f'--image-size must be H W >= 1, got {list(image_size)}')
 
 
-def _write_episodes(reader: BagReader, buffer: ReplayBuffer, plan: _Plan, streams: _Streams,
+def _write_episodes(reader: BagReader, buffer: ReplayBuffer, plan: Plan, streams: Streams,
                     cameras: list[str], size: tuple[int, int] | None,
                     size_ref: dict[str, Any], progress: bool) -> list[int]:
     """Decode the frames the ticks use (second pass) and add the episodes in order."""
@@ -869,10 +968,7 @@ def _write_episodes(reader: BagReader, buffer: ReplayBuffer, plan: _Plan, stream
         while written < len(plan.episodes) and all(
                 seen[c] >= needs[written][c] for c in range(len(topics))):
             episode = plan.episodes[written]
-            arrays = {image_key(name, len(cameras)):
-                      np.stack([decoded[c][i] for i in episode.frames[c].tolist()])
-                      for c, name in enumerate(cameras)}
-            buffer.add_episode({**arrays, STATE_KEY: episode.state, ACTION_KEY: episode.action})
+            buffer.add_episode(episode_arrays(episode, decoded, cameras))
             for c in range(len(topics)):
                 for i in set(episode.frames[c].tolist()):
                     if last_use[c][i] == written:
@@ -895,15 +991,7 @@ def _write_episodes(reader: BagReader, buffer: ReplayBuffer, plan: _Plan, stream
         if index in last_use[camera]:
             msg = reader.decode(topic, index, receive, raw)
             where = reader.where(topic, index, _stamp(msg.header, receive, False))
-            try:
-                frame = image_to_rgb(msg, reader.topics[topic])
-            except ValueError as error:
-                raise ValueError(f'{where}: {error}') from None
-            if size is not None:
-                if frame.shape[:2] != size:
-                    frame = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_AREA)
-            else:
-                _check_size(size_ref, frame.shape[:2], where)
+            frame = decode_frame(msg, reader.topics[topic], where, size, size_ref)
             decoded[camera][index] = frame
             shape = list(frame.shape[:2])
         flush_ready()
@@ -915,34 +1003,48 @@ def _write_episodes(reader: BagReader, buffer: ReplayBuffer, plan: _Plan, stream
     return shape
 
 
-def _attrs(reader: BagReader, plan: _Plan, cameras: list[str], image_topics: list[str],
+def _attrs(reader: BagReader, plan: Plan, cameras: list[str], image_topics: list[str],
            joint_state_topic: str, command_topic: str, episode_topic: str | None,
            types: Mapping[str, str], joint_names: list[str], frame_size: list[int],
            settings: Mapping[str, Any]) -> dict[str, Any]:
     """Describe the conversion in the store's root attributes (JSON)."""
-    keys = {image_key(c, len(cameras)): c for c in cameras}
+    layout = layout_attrs(cameras, image_topics, joint_state_topic, command_topic,
+                          episode_topic, types, joint_names, frame_size, settings['rate'],
+                          settings['use_receive_time'], settings['max_age'],
+                          settings['min_steps'])
     return {
         'source_format': 'rosbag2',
         'source': str(reader.path.resolve()),
-        'topics': {'images': dict(zip(cameras, image_topics)), 'joint_states': joint_state_topic,
-                   'command': command_topic, 'episode': episode_topic},
-        'message_types': dict(types),
-        'rate_hz': settings['rate'],
-        'control_hz': settings['rate'],
-        'joint_names': joint_names,
-        'camera': cameras[0],
-        'cameras': cameras,
-        'image_keys': {camera: key for key, camera in keys.items()},
-        'image_size': frame_size,
-        'timestamps': 'receive time' if settings['use_receive_time']
-        else 'header.stamp (receive time where zero)',
+        **layout,
         'gap_s': settings['gap'],
-        'max_age_s': settings['max_age'],
-        'min_steps': settings['min_steps'],
         'episode_start_times': [e.ticks[0] / _NS for e in plan.episodes],
         'episode_start_ns': [int(e.ticks[0]) for e in plan.episodes],
         'skipped': plan.skipped,
         'cuts': plan.cuts,
+    }
+
+
+def layout_attrs(cameras: Sequence[str], image_topics: Sequence[str], joint_state_topic: str,
+                 command_topic: str, episode_topic: str | None, types: Mapping[str, str],
+                 joint_names: Sequence[str], frame_size: Sequence[int], rate: float,
+                 use_receive_time: bool, max_age: float, min_steps: int) -> dict[str, Any]:
+    """Return the root attributes that describe a store made from topics: layout and timing."""
+    keys = {image_key(c, len(cameras)): c for c in cameras}
+    return {
+        'topics': {'images': dict(zip(cameras, image_topics)), 'joint_states': joint_state_topic,
+                   'command': command_topic, 'episode': episode_topic},
+        'message_types': dict(types),
+        'rate_hz': rate,
+        'control_hz': rate,
+        'joint_names': list(joint_names),
+        'camera': cameras[0],
+        'cameras': list(cameras),
+        'image_keys': {camera: key for key, camera in keys.items()},
+        'image_size': list(frame_size),
+        'timestamps': 'receive time' if use_receive_time
+        else 'header.stamp (receive time where zero)',
+        'max_age_s': max_age,
+        'min_steps': min_steps,
         'keys': {**{key: f'camera {camera!r} RGB uint8 (T, H, W, 3)'
                     for key, camera in keys.items()},
                  STATE_KEY: 'joint positions float32 (T, n), rad',
