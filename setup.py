@@ -43,6 +43,7 @@ setup(
         'console_scripts': [
             'policy_node = sparse_policy_ros.ros.policy_node:main',
             'sim_node = sparse_policy_ros.ros.sim_node:main',
+            'recorder_node = sparse_policy_ros.ros.recorder_node:main',
             'demo = sparse_policy_ros.ros.demo:main',
             'policy-ctl = sparse_policy_ros.ros.policy_ctl:main',
             'bench = sparse_policy_ros.bench:main',

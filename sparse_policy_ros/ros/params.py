@@ -232,10 +232,53 @@ SIM_PARAMS = (
     ParamSpec('seed', 0, 'Seed of the next episode; incremented after each episode.', RUNTIME,
               value_range=(0, 2 ** 31 - 1)),
     ParamSpec('autoreset', True, 'Start the next episode when one ends.', RUNTIME),
+    ParamSpec('teleop', 'none', 'Who commands the arm: none = whatever arrives on '
+              'trajectory_topic (a policy); expert = the scripted PushExpert, which publishes '
+              'its targets on trajectory_topic as a teleop device would (for recorder_node '
+              'demonstrations); other commands are then not taken.', READ_ONLY,
+              choices=('none', 'expert')),
     ParamSpec('trajectory_topic', '/arm_controller/joint_trajectory',
               'trajectory_msgs/JointTrajectory input.', READ_ONLY),
     ParamSpec('joint_state_topic', 'joint_states', 'sensor_msgs/JointState output.', READ_ONLY),
     ParamSpec('image_topic_prefix', 'camera', 'Images go to <prefix>/<camera>/image_raw.',
+              READ_ONLY),
+    ParamSpec('diagnostics_period', 1.0, 'Seconds (wall) between /diagnostics messages.',
+              READ_ONLY, value_range=(0.01, 60.0)),
+)
+
+RECORDER_PARAMS = (
+    ParamSpec('output_path', '', 'Replay-buffer store (zarr folder) the episodes are appended '
+              'to; created, with its metadata, when the first episode is written. An existing '
+              'store must hold the same cameras, joints, image size and rate.', READ_ONLY),
+    ParamSpec('camera_names', ['front'], 'Cameras in the store: one camera stores data/img, '
+              'several data/img_<camera>.', READ_ONLY, item_type=str),
+    ParamSpec('image_topics', ['camera/front/image_raw'], 'sensor_msgs/Image topic per camera '
+              "(same order as camera_names; '' = none).", READ_ONLY, item_type=str),
+    ParamSpec('compressed_image_topics', [''], 'sensor_msgs/CompressedImage topic per camera '
+              "(same order as camera_names; '' = none).", READ_ONLY, item_type=str),
+    ParamSpec('image_size', [], 'Frame height and width stored, [H, W]: frames are resized to '
+              "it. Not set = the cameras' own size (every frame must have the first frame's, "
+              "or the store's, size).", READ_ONLY, item_type=int),
+    ParamSpec('joint_state_topic', 'joint_states', 'sensor_msgs/JointState topic: data/state.',
+              READ_ONLY),
+    ParamSpec('joint_names', [], "Joints in the store's state and action order; not set = the "
+              "store's joint_names, else the names of the first JointState received.",
+              READ_ONLY, item_type=str),
+    ParamSpec('command_topic', '/arm_controller/joint_trajectory', 'Teleop command topic: '
+              'data/action, the commanded joint positions.', READ_ONLY),
+    ParamSpec('command_type', 'joint_trajectory', 'Message type of command_topic: '
+              'trajectory_msgs/JointTrajectory, sensor_msgs/JointState (position by name) or '
+              'std_msgs/Float64MultiArray (data in joint_names order).', READ_ONLY,
+              choices=('joint_trajectory', 'joint_state', 'float64_multi_array')),
+    ParamSpec('rate', 10.0, 'Policy rate (Hz): the streams are resampled to one stored step '
+              'every 1 / rate s.', READ_ONLY, value_range=(0.1, 1000.0)),
+    ParamSpec('max_age', 0.5, 'Seconds after which a stream counts as stale at a step (frame '
+              'or command older, joint states further apart): an episode with a stale step is '
+              'not written.', READ_ONLY, value_range=(0.001, 60.0)),
+    ParamSpec('min_steps', 2, 'Fewest steps an episode must have to be written.', READ_ONLY,
+              value_range=(1, 1000000)),
+    ParamSpec('use_receive_time', False, 'Time messages by when they arrive instead of their '
+              'header.stamp (always for messages without a header or with a zero stamp).',
               READ_ONLY),
     ParamSpec('diagnostics_period', 1.0, 'Seconds (wall) between /diagnostics messages.',
               READ_ONLY, value_range=(0.01, 60.0)),

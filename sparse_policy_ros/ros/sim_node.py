@@ -12,6 +12,12 @@ starts with the next seed. ``~/reset_episode`` aborts the current one and restar
 ``command_delay`` later (its header stamp), and commands stamped before that are ignored: a
 controller node may still publish a chunk it planned from the old episode's arm before it heard
 of the reset (at tens of chunks per second one is almost always in flight).
+
+``teleop: expert`` stands in for a teleoperator: the scripted PushExpert (it reads the puck, which
+only this process can see) commands the arm. Each control step (1 / 10 s) from the announced
+episode start it publishes a one-point ``JointTrajectory`` on ``trajectory_topic``, due one
+control step after its stamp, as a teleop device would, and the simulation follows it; commands
+from other nodes are then not taken. ``recorder_node`` records such runs as demonstrations.
 """
 
 import json
@@ -19,7 +25,7 @@ import sys
 import threading
 import time
 
-from builtin_interfaces.msg import Time
+from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import rclpy
@@ -30,16 +36,17 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from .diagnostics import make_status
 from .image_conversion import rgb_to_image_fields
 from .node_main import run_node
-from .params import declare, SIM_PARAMS, values
+from .params import declare, SIM_PARAMS, spec_by_name, values
 from .trajectory import points_from_msg, seconds_to_stamp, stamp_to_seconds
 from ..control.message_errors import MessageError
 from ..control.trajectory_follower import TrajectoryFollower
 from ..sim.env import ArmPushEnv
+from ..sim.expert import PushExpert
 
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Fall this far behind the wall clock and the pacing gives up catching up (no bursts).
@@ -58,6 +65,9 @@ class SimNode(Node):
                          parameter_overrides=parameter_overrides, cli_args=cli_args)
         declare(self, SIM_PARAMS)
         p = values(self, SIM_PARAMS)
+        problem = spec_by_name(SIM_PARAMS)['teleop'].check(p['teleop'])
+        if problem is not None:
+            raise ValueError(f'parameter {problem}')
         self._tick = 1.0 / p['physics_rate']
         self._camera_period = 1.0 / p['camera_rate']
         self._joint_period = 1.0 / p['joint_state_rate']
@@ -91,6 +101,9 @@ class SimNode(Node):
             raise RuntimeError(f'could not create the simulation: {self._startup_error!r}')
         self.joint_names = tuple(self.env.joint_names)
         self._follower = TrajectoryFollower(self.joint_names)
+        self._expert = PushExpert(self.env) if p['teleop'] == 'expert' else None
+        self._command_period = 1.0 / self.env.control_hz
+        self._next_command = 0.0  # sim time of the expert's next command
         self._clock_pub = (self.create_publisher(Clock, '/clock', RELIABLE_QOS)
                            if p['publish_clock'] else None)
         prefix = p['image_topic_prefix'].rstrip('/')
@@ -107,15 +120,20 @@ class SimNode(Node):
                                                         RELIABLE_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
                                                       RELIABLE_QOS)
-        self.create_subscription(JointTrajectory, p['trajectory_topic'],
-                                 self.trajectory_callback, RELIABLE_QOS)
+        if self._expert is None:
+            self.create_subscription(JointTrajectory, p['trajectory_topic'],
+                                     self.trajectory_callback, RELIABLE_QOS)
+        else:  # the expert holds the arm's command topic, as a teleop device would
+            self._command_pub = self.create_publisher(JointTrajectory, p['trajectory_topic'],
+                                                      RELIABLE_QOS)
         self.create_service(Trigger, '~/reset_episode', self.reset_episode_callback)
         self.create_timer(p['diagnostics_period'], self.diagnostics_callback)
 
         self._go.set()
         self.get_logger().info(
             f'simulating {list(self.joint_names)} with cameras {self.env.camera_names} at '
-            f'{p["physics_rate"]:g} ticks/s, real_time_factor {p["real_time_factor"]:g}')
+            f'{p["physics_rate"]:g} ticks/s, real_time_factor {p["real_time_factor"]:g}, '
+            f'teleop {p["teleop"]}')
 
     @property
     def sim_time(self) -> float:
@@ -137,19 +155,24 @@ class SimNode(Node):
                     f'{self._episode} started at {self._episode_start_stamp:.3f} s',
                     throttle_duration_sec=1.0)
                 return
-            try:
-                times, positions, velocities = points_from_msg(msg)
-                self._follower.set_trajectory(list(msg.joint_names),
-                                              stamp_to_seconds(msg.header.stamp), times,
-                                              positions, self._time, self.env.joint_targets,
-                                              velocities)
-            except MessageError as error:
-                self._counts['trajectories_rejected'] += 1
-                self._last_error = str(error)
-                self.get_logger().warning(f'rejected trajectory: {error}',
-                                          throttle_duration_sec=1.0)
-                return
-            self._counts['trajectories_accepted'] += 1
+            self._follow(msg)
+
+    def _follow(self, msg: JointTrajectory) -> bool:
+        """Make ``msg`` the active trajectory, or count it rejected (lock held)."""
+        try:
+            times, positions, velocities = points_from_msg(msg)
+            self._follower.set_trajectory(list(msg.joint_names),
+                                          stamp_to_seconds(msg.header.stamp), times,
+                                          positions, self._time, self.env.joint_targets,
+                                          velocities)
+        except MessageError as error:
+            self._counts['trajectories_rejected'] += 1
+            self._last_error = str(error)
+            self.get_logger().warning(f'rejected trajectory: {error}',
+                                      throttle_duration_sec=1.0)
+            return False
+        self._counts['trajectories_accepted'] += 1
+        return True
 
     def reset_episode_callback(self, request: Trigger.Request,
                                response: Trigger.Response) -> Trigger.Response:
@@ -175,6 +198,7 @@ class SimNode(Node):
             sim = self._time
             report = {'episode': self._episode, 'seed': self._seed, 'sim_time_s': sim,
                       'episode_running': self._episode_running,
+                      'teleop': 'none' if self._expert is None else 'expert',
                       'trajectory_active': self._follower.active, **self._counts,
                       'last_error': self._last_error or 'none'}
         last_wall, last_sim = self._wall_rate
@@ -234,6 +258,10 @@ class SimNode(Node):
                 self._finish_episode('aborted')
             self._start_episode(seed)
             done.set()
+        if (self._expert is not None and self._episode_running
+                and self._time + 1e-9 >= self._next_command):
+            self._next_command += self._command_period
+            self._expert_command()
         command = self._follower.sample(self._time)
         if command is not None:
             self.env.set_joint_targets(command)
@@ -264,6 +292,16 @@ class SimNode(Node):
             if not self._episode_running and self.get_parameter('autoreset').value:
                 self._start_episode(self._seed + 1)
 
+    def _expert_command(self) -> None:
+        """Publish and follow the expert's next target, due one control step ahead (lock held)."""
+        sec, nanosec = seconds_to_stamp(self._command_period)
+        point = JointTrajectoryPoint(positions=self._expert.act().tolist(),
+                                     time_from_start=Duration(sec=sec, nanosec=nanosec))
+        msg = JointTrajectory(header=Header(stamp=self._stamp(self._time)),
+                              joint_names=list(self.joint_names), points=[point])
+        if self._follow(msg):
+            self._command_pub.publish(msg)
+
     def _start_episode(self, seed: int) -> None:
         """Reset the task with ``seed`` (lock held)."""
         self.env.reset(seed)
@@ -275,6 +313,9 @@ class SimNode(Node):
         # before the policy could know of the reset): ignored, the arm rests until then.
         announced = self._time + self.get_parameter('command_delay').value
         self._episode_start_stamp = stamp_to_seconds(self._stamp(announced))
+        if self._expert is not None:
+            self._expert.reset(seed)
+            self._next_command = announced
         self._episode_running = True
         self._next_camera = self._next_joint = self._time  # publish the new scene at once
         self._episode_start_pub.publish(Header(stamp=self._stamp(announced),
@@ -308,7 +349,7 @@ class SimNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the simulation node until shut down; non-zero exit when the task cannot start."""
-    return run_node('sim_node', SimNode, (RuntimeError,), args)
+    return run_node('sim_node', SimNode, (RuntimeError, ValueError), args)
 
 
 if __name__ == '__main__':

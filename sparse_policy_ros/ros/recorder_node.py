@@ -1,0 +1,532 @@
+"""
+Record demonstrations from live topics straight into a replay-buffer store.
+
+Subscribes to the cameras (``sensor_msgs/Image`` or ``CompressedImage``), ``joint_states`` and
+the teleop command topic (``JointTrajectory``, ``JointState`` or ``Float64MultiArray``).
+Services, all ``std_srvs/Trigger``::
+
+    ~/start    begin an episode: from now on the messages are kept in memory
+    ~/stop     end it: resample it at ``rate`` and append it to the store at ``output_path``
+    ~/discard  end it and drop it
+
+The store is the one ``bag-to-dataset`` writes (``training/bag_dataset.py``), and so is the
+data: the messages go through the converter's own collector and planner (same message checks,
+same timing rules: header stamps, image hold, joint-state interpolation, the trajectory in force
+at each tick, ``max_age`` staleness), so a live recording and a rosbag of the same run give the
+same episode. One ``~/start`` .. ``~/stop`` is one episode: it is written only when it resamples
+to one piece of at least ``min_steps`` steps without a stale step; otherwise ``~/stop`` refuses
+with the topic and the reason, and writes nothing. A missing store is created with the
+converter's metadata at the first episode; an existing one must match (cameras and frame size,
+joint names, rate) or the node does not start. The root attribute ``recorded_episodes`` lists
+every episode the recorder added (store index, first tick in ns, steps).
+
+A message that cannot be used (joints missing, wrong image size or encoding, non-finite values)
+is counted per topic and logged (throttled); the node keeps recording. Messages between episodes
+are ignored. /diagnostics shows idle or recording, the episode's duration and messages per
+topic, the bad-message counts, episodes written and the store.
+"""
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+import math
+from pathlib import Path
+import shutil
+import sys
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+import numpy as np
+import rclpy
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidParameterValueException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (HistoryPolicy, qos_profile_sensor_data, QoSProfile,
+                       ReliabilityPolicy)
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from .diagnostics import make_status
+from .node_main import run_node
+from .params import declare, RECORDER_PARAMS, spec_by_name, values
+from ..training.bag_dataset import (
+    ACTION_KEY, COMPRESSED_IMAGE, episode_arrays, FLOAT64_MULTI_ARRAY, IMAGE,
+    image_key, JOINT_STATE, JOINT_TRAJECTORY, layout_attrs, plan_episodes, STATE_KEY,
+    StreamCollector)
+from ..training.replay_buffer import ReplayBuffer
+
+# command_type parameter -> (rclpy message class, bag_dataset type name)
+COMMAND_TYPES = {
+    'joint_trajectory': (JointTrajectory, JOINT_TRAJECTORY),
+    'joint_state': (JointState, JOINT_STATE),
+    'float64_multi_array': (Float64MultiArray, FLOAT64_MULTI_ARRAY),
+}
+RECORDED_EPISODES = 'recorded_episodes'
+# Joint states and commands come at tens of Hz and must all be kept: a deep queue. Joint states
+# are best effort so that best-effort drivers match too; commands are reliable like controllers.
+JOINT_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                       reliability=ReliabilityPolicy.BEST_EFFORT)
+COMMAND_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+DIAGNOSTICS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LOG_THROTTLE_S = 1.0
+_NS = 1_000_000_000
+# The planner cuts at joint-state pauses longer than this; a recording is one episode, and a
+# pause longer than max_age is refused as stale anyway.
+_NO_GAP_S = 1e6
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    """What to record and where; validated by :func:`settings_from_parameters`."""
+
+    path: Path  # the replay-buffer store
+    cameras: tuple[str, ...]  # store order
+    image_types: Mapping[str, str]  # topic -> IMAGE or COMPRESSED_IMAGE, in camera order
+    joint_state_topic: str
+    command_topic: str
+    command_type: str  # JOINT_TRAJECTORY, JOINT_STATE or FLOAT64_MULTI_ARRAY
+    joint_names: tuple[str, ...] | None  # None: the store's, else the first JointState's
+    rate: float  # Hz, one stored step per 1 / rate s
+    image_size: tuple[int, int] | None = None  # (H, W) frames are resized to; None: keep
+    max_age: float = 0.5  # s: a stream older than this at a step makes the episode stale
+    min_steps: int = 2
+    use_receive_time: bool = False
+    source: str = 'recorder_node'  # who wrote the episodes, for the store's attributes
+
+
+def settings_from_parameters(p: Mapping[str, Any], source: str) -> RecorderSettings:
+    """Check the node's parameter values; raise ValueError naming parameter, value, expectation."""
+    def refuse(name: str, expected: str) -> ValueError:
+        return ValueError(f'parameter {name} = {p[name]!r}: expected {expected}')
+
+    if not p['output_path']:
+        raise refuse('output_path', 'the path of a replay-buffer store (a zarr folder, created '
+                     'at the first episode)')
+    problem = spec_by_name(RECORDER_PARAMS)['command_type'].check(p['command_type'])
+    if problem is not None:
+        raise ValueError(f'parameter {problem}')
+    cameras = list(p['camera_names'])
+    if not cameras or len(set(cameras)) != len(cameras) or any(
+            not c or '/' in c for c in cameras):
+        raise refuse('camera_names', 'one or more distinct names without "/"')
+    topics = {}
+    for name, msgtype in (('image_topics', IMAGE), ('compressed_image_topics',
+                                                    COMPRESSED_IMAGE)):
+        given = list(p[name]) or ['']
+        given = given * len(cameras) if given == [''] else given
+        if len(given) != len(cameras):
+            raise refuse(name, f"one topic per camera of {cameras} ('' = none)")
+        topics[msgtype] = given
+    camera_topics = []
+    for camera, raw, compressed in zip(cameras, topics[IMAGE], topics[COMPRESSED_IMAGE]):
+        if bool(raw) == bool(compressed):
+            raise ValueError(f'parameters image_topics = {p["image_topics"]!r} and '
+                             f'compressed_image_topics = {p["compressed_image_topics"]!r}: '
+                             f'expected exactly one topic for camera {camera!r}, got '
+                             f'{"both" if raw else "none"}')
+        camera_topics.append((raw or compressed, IMAGE if raw else COMPRESSED_IMAGE))
+    wired = [topic for topic, _ in camera_topics] + [p['joint_state_topic'], p['command_topic']]
+    repeated = sorted({t for t in wired if wired.count(t) > 1 or not t})
+    if repeated:
+        raise ValueError(f'parameters image_topics, compressed_image_topics, joint_state_topic '
+                         f'and command_topic: expected distinct non-empty topics, got {wired} '
+                         f'({repeated} repeated or empty)')
+    image_types = dict(camera_topics)
+    names = list(p['joint_names'])
+    if len(set(names)) != len(names) or not all(names):
+        raise refuse('joint_names', 'distinct non-empty names (or not set)')
+    size = list(p['image_size'])
+    if size and (len(size) != 2 or min(size) < 1):
+        raise refuse('image_size', '[H, W] with both >= 1 (or not set: keep the size)')
+    return RecorderSettings(
+        path=Path(p['output_path']).expanduser(), cameras=tuple(cameras),
+        image_types=image_types, joint_state_topic=p['joint_state_topic'],
+        command_topic=p['command_topic'], command_type=COMMAND_TYPES[p['command_type']][1],
+        joint_names=tuple(names) or None, rate=float(p['rate']),
+        image_size=(int(size[0]), int(size[1])) if size else None,
+        max_age=float(p['max_age']), min_steps=int(p['min_steps']),
+        use_receive_time=bool(p['use_receive_time']), source=source)
+
+
+def _where(topic: str, index: int, time_ns: int | None) -> str:
+    when = '' if time_ns is None else f' (t={time_ns / _NS:.6f} s)'
+    return f'topic {topic!r}, message {index}{when}'
+
+
+class DemoRecorder:
+    """
+    The recorder without ROS: one episode's messages in memory, resampled and appended on stop.
+
+    ``add`` takes messages by attribute (rclpy or any look-alike); times are ns on the
+    recording's clock. ``start`` / ``stop`` / ``discard`` return ``(success, message)``.
+    """
+
+    def __init__(self, settings: RecorderSettings):
+        """Check an existing store at ``settings.path`` against the settings (ValueError)."""
+        self.settings = settings
+        self.joint_names = settings.joint_names
+        self._store_size: dict[str, Any] = {}  # frame size the store (or image_size) fixes
+        self.n_stored = self._check_store()  # episodes in the store
+        self._collector: StreamCollector | None = None
+        self._start_ns = 0
+        self._received: Counter[str] = Counter()  # this episode, every message
+        self._bad: Counter[str] = Counter()  # this episode
+        self.bad_total: Counter[str] = Counter()  # since start-up
+        self.last_bad: dict[str, str] = {}  # topic -> the latest bad message's reason
+        self.counts = Counter({'episodes_written': 0, 'episodes_refused': 0,
+                               'episodes_discarded': 0, 'ignored_while_idle': 0})
+        self.last_result = 'none'
+
+    @property
+    def recording(self) -> bool:
+        """Whether an episode is being recorded."""
+        return self._collector is not None
+
+    @property
+    def bad_this_episode(self) -> int:
+        """Return how many messages of the current episode were unusable."""
+        return sum(self._bad.values()) if self._collector is not None else 0
+
+    @property
+    def topics(self) -> list[str]:
+        """Return the recorded topics: cameras, joint states, command."""
+        s = self.settings
+        return [*s.image_types, s.joint_state_topic, s.command_topic]
+
+    def role(self, topic: str) -> str:
+        """Return the parameter that names ``topic``."""
+        s = self.settings
+        if topic in s.image_types:
+            return ('image_topics' if s.image_types[topic] == IMAGE
+                    else 'compressed_image_topics')
+        return 'joint_state_topic' if topic == s.joint_state_topic else 'command_topic'
+
+    # ------------------------------------------------------------------ messages
+    def add(self, topic: str, msg: Any, receive_ns: int) -> None:
+        """Keep one message of the current episode; ValueError (counted) if it is unusable."""
+        if self._collector is None:
+            self.counts['ignored_while_idle'] += 1
+            if self.joint_names is None and topic == self.settings.joint_state_topic:
+                self._learn_joint_names(msg)
+            return
+        index = self._received[topic]
+        self._received[topic] += 1
+        try:
+            self._collector.add(topic, index, receive_ns, msg)
+        except ValueError as error:
+            self._bad[topic] += 1
+            self.bad_total[topic] += 1
+            self.last_bad[topic] = str(error)
+            raise
+
+    def _learn_joint_names(self, msg: Any) -> None:
+        names = tuple(str(n) for n in msg.name)
+        if names and len(set(names)) == len(names):
+            self.joint_names = names
+
+    # ------------------------------------------------------------------ episodes
+    def start(self, now_ns: int) -> tuple[bool, str]:
+        """Begin an episode at ``now_ns``."""
+        if self._collector is not None:
+            return False, (f'already recording episode {self.n_stored} '
+                           f'({self._summary(now_ns)}): call ~/stop or ~/discard first')
+        if self.joint_names is None:
+            return False, (f'joint names unknown: no JointState on '
+                           f'{self.settings.joint_state_topic!r} yet and the parameter '
+                           f'joint_names is not set')
+        s = self.settings
+        self._collector = StreamCollector(
+            s.image_types, s.joint_state_topic, s.command_topic, s.command_type,
+            self.joint_names, _where, image_size=s.image_size,
+            use_receive_time=s.use_receive_time, size_ref=dict(self._store_size),
+            keep_frames=True)
+        self._start_ns = now_ns
+        self._received.clear()
+        self._bad.clear()
+        return True, f'recording episode {self.n_stored} into {s.path}'
+
+    def discard(self, now_ns: int) -> tuple[bool, str]:
+        """Drop the current episode."""
+        if self._collector is None:
+            return False, 'not recording: nothing to discard (call ~/start first)'
+        summary = self._summary(now_ns)
+        self._collector = None
+        self.counts['episodes_discarded'] += 1
+        self.last_result = f'discarded episode {self.n_stored} ({summary})'
+        return True, self.last_result
+
+    def stop(self, now_ns: int) -> tuple[bool, str]:
+        """End the current episode and append it to the store, or refuse saying why."""
+        if self._collector is None:
+            return False, 'not recording: nothing to stop (call ~/start first)'
+        summary = self._summary(now_ns)
+        collector, self._collector = self._collector, None
+        number = self.n_stored
+        try:
+            steps = self._write(collector)
+        except (ValueError, OSError) as error:  # OSError: the disk, not the data
+            self.counts['episodes_refused'] += 1
+            self.last_result = f'episode {number} not written ({summary}): {error}'
+            return False, self.last_result
+        self.counts['episodes_written'] += 1
+        rate = self.settings.rate
+        self.last_result = (f'episode {number} written to {self.settings.path}: {steps} steps '
+                            f'at {rate:g} Hz ({steps / rate:.1f} s); {summary}')
+        return True, self.last_result
+
+    def _write(self, collector: StreamCollector) -> int:
+        """Resample the episode with bag_dataset's planner and append it; return its steps."""
+        s = self.settings
+        empty = collector.empty_topics()
+        if empty:
+            raise ValueError('no usable messages on ' + '; '.join(
+                f'{t!r} ({self.role(t)}): '
+                + (f'{self._bad[t]} bad, the last: {self.last_bad[t]}' if self._bad[t]
+                   else 'none arrived') for t in empty))
+        plan = plan_episodes(collector.finish(), s.rate, _NO_GAP_S, s.max_age, s.min_steps)
+        if plan.cuts:
+            cut = plan.cuts[0]
+            raise ValueError(f'{cut["topic"]!r} was {cut["age_s"]:.3f} s old at '
+                             f't={cut["time_s"]:.3f} s; expected fresh data at every step '
+                             f'(max_age {s.max_age:g} s)')
+        if len(plan.episodes) != 1:
+            reasons = '; '.join(item['reason'] for item in plan.skipped) or 'no data'
+            raise ValueError(f'no episode of at least {s.min_steps} steps at {s.rate:g} Hz '
+                             f'({reasons})')
+        episode = plan.episodes[0]
+        arrays = episode_arrays(episode, [collector.frames[t] for t in collector.image_topics],
+                                s.cameras)
+        self._append(arrays, int(episode.ticks[0]))
+        frame = arrays[image_key(s.cameras[0], len(s.cameras))]
+        self._store_size = self._size_ref(tuple(frame.shape[1:3]), f'the frames in {s.path}')
+        return len(episode.ticks)
+
+    def _append(self, arrays: Mapping[str, np.ndarray], start_ns: int) -> None:
+        s = self.settings
+        created = not s.path.exists()
+        buffer = ReplayBuffer.create(s.path) if created else ReplayBuffer.open(s.path, mode='a')
+        fresh = buffer.n_episodes == 0
+        try:
+            buffer.add_episode(arrays)
+        except ValueError as error:
+            if created:
+                shutil.rmtree(s.path, ignore_errors=True)
+            raise ValueError(f'the store {s.path} refused it: {error}') from None
+        attrs = buffer.attrs
+        entry = {'episode': buffer.n_episodes - 1, 'start_ns': start_ns,
+                 'start_s': start_ns / _NS, 'steps': len(arrays[STATE_KEY]),
+                 'source': s.source}
+        update = {RECORDED_EPISODES: [*attrs.get(RECORDED_EPISODES, []), entry]}
+        if fresh:  # the store's layout is this recorder's: describe it like bag-to-dataset
+            frame = arrays[image_key(s.cameras[0], len(s.cameras))]
+            types = {**s.image_types, s.joint_state_topic: JOINT_STATE,
+                     s.command_topic: s.command_type}
+            update.update(source_format='ros2 topics', source=s.source, **layout_attrs(
+                s.cameras, list(s.image_types), s.joint_state_topic, s.command_topic, None,
+                types, self.joint_names, list(frame.shape[1:3]), s.rate, s.use_receive_time,
+                s.max_age, s.min_steps))
+        buffer.set_attrs(update)
+        self.n_stored = buffer.n_episodes
+
+    def _check_store(self) -> int:
+        """Return the episodes in an existing store; ValueError if it holds other data."""
+        s = self.settings
+        if s.image_size is not None:
+            self._store_size = self._size_ref(s.image_size, 'the image_size parameter')
+        if not s.path.exists():
+            return 0
+        try:
+            buffer = ReplayBuffer.open(s.path, mode='r')
+        except (ValueError, FileNotFoundError) as error:
+            raise ValueError(f'parameter output_path = {str(s.path)!r}: {error}') from None
+        attrs = buffer.attrs
+        stored_names = attrs.get('joint_names')
+        if stored_names and self.joint_names is None:
+            self.joint_names = tuple(stored_names)
+        elif stored_names and list(stored_names) != list(self.joint_names):
+            raise ValueError(f'{s.path} holds joint_names {list(stored_names)}; this recorder '
+                             f'records {list(self.joint_names)} (parameter joint_names). Use '
+                             f'another output_path.')
+        # bag-to-dataset and this node list 'cameras'; record-demos names its one 'camera'.
+        stored_cameras = attrs.get('cameras', [attrs['camera']] if 'camera' in attrs else None)
+        if stored_cameras is not None and list(stored_cameras) != list(s.cameras):
+            raise ValueError(f'{s.path} holds cameras {list(stored_cameras)}; this recorder '
+                             f'records {list(s.cameras)} (parameter camera_names). Use another '
+                             f'output_path.')
+        for key in ('control_hz', 'rate_hz'):
+            if key in attrs and not math.isclose(float(attrs[key]), s.rate):
+                raise ValueError(f'{s.path} holds data at {key}={attrs[key]!r}; this recorder '
+                                 f'records at rate={s.rate:g} Hz. Use another output_path.')
+        if buffer.n_episodes:
+            self._check_arrays(buffer)
+        return buffer.n_episodes
+
+    def _check_arrays(self, buffer: ReplayBuffer) -> None:
+        s = self.settings
+        image_keys = [image_key(c, len(s.cameras)) for c in s.cameras]
+        expected = sorted([*image_keys, STATE_KEY, ACTION_KEY])
+        if buffer.keys != expected:
+            raise ValueError(f'{s.path} holds arrays {buffer.keys}; this recorder writes '
+                             f'{expected} (cameras {list(s.cameras)}). Use another output_path.')
+        dof = buffer.array(STATE_KEY).shape[1:]
+        if self.joint_names is not None and dof != (len(self.joint_names),):
+            raise ValueError(f'{s.path} holds states of shape {dof}; this recorder records '
+                             f'{len(self.joint_names)} joints {list(self.joint_names)}. Use '
+                             f'another output_path.')
+        sizes = {tuple(buffer.array(key).shape[1:]) for key in image_keys}
+        size = next(iter(sizes))
+        if len(sizes) != 1 or len(size) != 3 or size[2] != 3:
+            raise ValueError(f'{s.path} holds images of shapes {sorted(sizes)}; expected one '
+                             f'(H, W, 3) size. Use another output_path.')
+        if s.image_size is not None and size[:2] != s.image_size:
+            raise ValueError(f'{s.path} holds {size[0]} x {size[1]} frames; parameter '
+                             f'image_size = {list(s.image_size)}. Use another output_path.')
+        self._store_size = self._size_ref(size[:2], f'the frames in {s.path}')
+
+    @staticmethod
+    def _size_ref(size: tuple[int, int], where: str) -> dict[str, Any]:
+        return {'size': tuple(int(v) for v in size), 'where': where,
+                'hint': 'set image_size [H, W] to resize every frame'}
+
+    # ------------------------------------------------------------------ reporting
+    def duration(self, now_ns: int) -> float:
+        """Return the seconds since ``start`` (0 when idle)."""
+        return (now_ns - self._start_ns) / _NS if self._collector is not None else 0.0
+
+    def _summary(self, now_ns: int) -> str:
+        parts = []
+        for topic in self.topics:
+            kept = self._collector.count(topic) if self._collector is not None else 0
+            bad = f', {self._bad[topic]} bad' if self._bad[topic] else ''
+            parts.append(f'{topic} {kept}{bad}')
+        return f'recorded {self.duration(now_ns):.1f} s, messages: ' + ', '.join(parts)
+
+    def status(self, now_ns: int) -> dict[str, Any]:
+        """Return the values /diagnostics shows."""
+        report: dict[str, Any] = {
+            'state': 'recording' if self.recording else 'idle',
+            'store': str(self.settings.path),
+            'episodes_in_store': self.n_stored,
+            'episode': self.n_stored if self.recording else 'none',
+            'duration_s': self.duration(now_ns),
+            **self.counts,
+            'bad_messages': sum(self.bad_total.values()),
+        }
+        for topic in self.topics:
+            kept = self._collector.count(topic) if self._collector is not None else 0
+            report[f'messages {topic}'] = kept
+            report[f'bad {topic}'] = self.bad_total[topic]
+        report['last_bad_message'] = (' | '.join(f'{t}: {m}' for t, m in self.last_bad.items())
+                                      or 'none')
+        report['last_result'] = self.last_result
+        return report
+
+
+class RecorderNode(Node):
+    """Subscriptions, Trigger services and /diagnostics around a :class:`DemoRecorder`."""
+
+    def __init__(self, node_name: str = 'recorder_node', *, namespace: str | None = None,
+                 context: rclpy.context.Context | None = None,
+                 parameter_overrides: list[Parameter] | None = None,
+                 cli_args: list[str] | None = None):
+        """Check the parameters and the store, subscribe, offer the services."""
+        super().__init__(node_name, namespace=namespace, context=context,
+                         parameter_overrides=parameter_overrides, cli_args=cli_args)
+        declare(self, RECORDER_PARAMS)
+        p = values(self, RECORDER_PARAMS)
+        self.recorder = DemoRecorder(settings_from_parameters(p, self.get_fully_qualified_name()))
+        settings = self.recorder.settings
+        self._log_times: dict[str, float] = {}
+        for topic, msgtype in settings.image_types.items():
+            self.create_subscription(Image if msgtype == IMAGE else CompressedImage, topic,
+                                     self._callback_for(topic), qos_profile_sensor_data)
+        self.create_subscription(JointState, settings.joint_state_topic,
+                                 self._callback_for(settings.joint_state_topic), JOINT_QOS)
+        self.create_subscription(COMMAND_TYPES[p['command_type']][0], settings.command_topic,
+                                 self._callback_for(settings.command_topic), COMMAND_QOS)
+        self.create_service(Trigger, '~/start', self.start_callback)
+        self.create_service(Trigger, '~/stop', self.stop_callback)
+        self.create_service(Trigger, '~/discard', self.discard_callback)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
+                                                      DIAGNOSTICS_QOS)
+        # On the steady clock: diagnostics keep coming while /clock is stopped.
+        self.create_timer(p['diagnostics_period'], self.diagnostics_callback,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f'recording {self.recorder.topics} at {settings.rate:g} Hz into {settings.path} '
+            f'({self.recorder.n_stored} episodes there); call ~/start and ~/stop')
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _callback_for(self, topic: str):
+        def callback(msg) -> None:
+            self.message_callback(topic, msg)
+        return callback
+
+    def message_callback(self, topic: str, msg: Any) -> None:
+        """Hand a message to the recorder; count and log (throttled) an unusable one."""
+        try:
+            self.recorder.add(topic, msg, self._now_ns())
+        except ValueError as error:
+            now = time.monotonic()
+            if now - self._log_times.get(topic, -math.inf) >= LOG_THROTTLE_S:
+                self._log_times[topic] = now
+                self.get_logger().warning(
+                    f'bad message ({self.recorder.bad_total[topic]} on this topic so far), '
+                    f'not recorded: {error}')
+
+    def start_callback(self, request: Trigger.Request,
+                       response: Trigger.Response) -> Trigger.Response:
+        """Begin an episode."""
+        return self._respond(response, *self.recorder.start(self._now_ns()))
+
+    def stop_callback(self, request: Trigger.Request,
+                      response: Trigger.Response) -> Trigger.Response:
+        """End the episode and write it to the store (or refuse, saying why)."""
+        return self._respond(response, *self.recorder.stop(self._now_ns()))
+
+    def discard_callback(self, request: Trigger.Request,
+                         response: Trigger.Response) -> Trigger.Response:
+        """End the episode and drop it."""
+        return self._respond(response, *self.recorder.discard(self._now_ns()))
+
+    def _respond(self, response: Trigger.Response, success: bool,
+                 message: str) -> Trigger.Response:
+        response.success, response.message = success, message
+        if success:  # one call site per severity: rclpy refuses to mix them
+            self.get_logger().info(message)
+        else:
+            self.get_logger().warning(message)
+        return response
+
+    def diagnostics_callback(self) -> None:
+        """Publish recording or idle, the episode's progress and the message counts."""
+        report = self.recorder.status(self._now_ns())
+        recording = self.recorder.recording
+        level = DiagnosticStatus.WARN if self.recorder.bad_this_episode else DiagnosticStatus.OK
+        message = (f'recording episode {report["episode"]}' if recording else 'idle')
+        status = make_status(f'{self.get_name()}: recorder', 'recorder', level, message, report)
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
+
+    def close(self) -> None:
+        """Nothing to free: an episode still recording is dropped (not written)."""
+        if self.recorder.recording:
+            self.get_logger().warning(
+                f'shutting down while recording: {self.recorder.discard(self._now_ns())[1]}')
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the recorder until shut down; non-zero exit on bad parameters or store."""
+    return run_node('recorder_node', RecorderNode,
+                    (ValueError, InvalidParameterValueException), args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""recorder_node: expert-teleoperated sim_node episodes recorded over loopback DDS into a store."""
+
+import json
+
+from builtin_interfaces.msg import Duration, Time
+from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+from sparse_policy_ros.ros.diagnostics import status_values
+from sparse_policy_ros.ros.image_conversion import rgb_to_image_fields
+from sparse_policy_ros.ros.params import RECORDER_PARAMS, values
+from sparse_policy_ros.ros.recorder_node import (DemoRecorder, RECORDED_EPISODES, RecorderNode,
+                                                 settings_from_parameters)
+from sparse_policy_ros.ros.sim_node import SimNode
+from sparse_policy_ros.ros.trajectory import seconds_to_stamp
+from sparse_policy_ros.training.replay_buffer import ReplayBuffer
+from sparse_policy_ros.training.sequence_dataset import SequenceDataset
+from std_msgs.msg import Header, String
+from std_srvs.srv import Trigger
+from test_ros_sim_node import close_node, JOINTS
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+pytestmark = pytest.mark.ros
+
+COMMAND_TOPIC = '/arm_controller/joint_trajectory'
+IMAGE_TOPIC = 'camera/front/image_raw'
+DEEP = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+NS = 1_000_000_000
+SIZE = 32
+
+
+@pytest.fixture
+def make_recorder(ros_harness):
+    def make(name: str = 'recorder_node', **params) -> RecorderNode:
+        params = {'diagnostics_period': 0.1, 'joint_names': JOINTS, **params}
+        node = RecorderNode(name, context=ros_harness.context, parameter_overrides=[
+            Parameter(key, value=value) for key, value in params.items()])
+        return ros_harness.add_node(node, cleanup=close_node)
+
+    return make
+
+
+def trigger(harness, name: str) -> Trigger.Response:
+    return harness.call(Trigger, name, Trigger.Request())
+
+
+def recorder_status(harness, diagnostics, node: str = 'recorder_node', **expected) -> dict:
+    """Wait for a status of ``node`` whose values include ``expected``; return its values."""
+    def find():
+        for array in reversed(diagnostics.snapshot()):
+            for status in array.status:
+                if status.name == f'{node}: recorder':
+                    found = status_values(status)
+                    return found if expected.items() <= found.items() else None
+        return None
+    return harness.wait_for(find, 10.0, f'{node} status with {expected}')
+
+
+def ns_of(stamp) -> int:
+    return int(stamp.sec) * NS + int(stamp.nanosec)
+
+
+def expected_actions(commands, ticks: np.ndarray) -> np.ndarray:
+    """Return the commanded position at each tick: the point of the latest trajectory due."""
+    due = np.array([ns_of(m.header.stamp) + ns_of(m.points[0].time_from_start)
+                    for m in commands])
+    points = np.array([[m.points[0].positions[JOINTS.index(j)] for j in JOINTS]
+                       for m in commands])
+    order = np.argsort(due)
+    index = np.searchsorted(due[order], ticks, side='right') - 1
+    assert index.min() >= 0
+    return points[order][index]
+
+
+def test_expert_teleop_episodes_are_recorded_discarded_and_refused(
+        ros_harness, make_recorder, tmp_path):
+    store = tmp_path / 'demos.zarr'
+    outcomes = ros_harness.collect(String, '/sim_node/episode')
+    starts = ros_harness.collect(Header, '/sim_node/episode_start')
+    commands = ros_harness.collect(JointTrajectory, COMMAND_TOPIC, DEEP)
+    joint_states = ros_harness.collect(JointState, 'joint_states', DEEP)
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics', DEEP)
+    bad_publisher = ros_harness.node.create_publisher(JointState, 'joint_states', 10)
+    sim = ros_harness.add_node(SimNode(context=ros_harness.context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in {
+            'teleop': 'expert', 'autoreset': False, 'real_time_factor': 3.0,
+            'image_size': SIZE, 'camera_rate': 10.0, 'max_episode_time': 8.0,
+            'seed': 17}.items()]), cleanup=close_node)
+    make_recorder(output_path=str(store))
+    # Joint names the sim does not have: every joint state and command is unusable.
+    make_recorder('wrong_joints', output_path=str(tmp_path / 'never.zarr'),
+                  joint_names=['a', 'b', 'c', 'd'])
+
+    refused = trigger(ros_harness, '/recorder_node/stop')
+    assert not refused.success
+    assert 'not recording' in refused.message
+    assert not trigger(ros_harness, '/recorder_node/discard').success
+
+    def begin_episode(seed: int, *recorders: str) -> int:
+        """Reset the sim to ``seed``, wait for the episode's start, start the recorders."""
+        assert sim.set_parameters([Parameter('seed', value=seed)])[0].successful
+        response = trigger(ros_harness, '/sim_node/reset_episode')
+        assert response.success, response.message
+        number = response.message.split()[1]  # 'episode N started with seed S'
+        ros_harness.wait_for(lambda: any(m.frame_id == number for m in starts.snapshot()),
+                             10.0, f'episode {number} starting')
+        for recorder in recorders:
+            started = trigger(ros_harness, f'/{recorder}/start')
+            assert started.success, started.message
+        return int(number)
+
+    def outcome_of(number: int) -> dict:
+        return ros_harness.wait_for(
+            lambda: next((o for o in map(json.loads, (m.data for m in outcomes.snapshot()))
+                          if o['episode'] == number), None), 30.0, f'episode {number} ending')
+
+    # Episode 0, with a bad message in the middle; the wrong-joints recorder records too.
+    number = begin_episode(17, 'recorder_node', 'wrong_joints')
+    again = trigger(ros_harness, '/recorder_node/start')
+    assert not again.success and 'already recording episode 0' in again.message
+    bad_publisher.publish(JointState(name=['not_a_joint'], position=[0.0]))
+    status = recorder_status(ros_harness, diagnostics, state='recording')
+    status = recorder_status(ros_harness, diagnostics, **{'bad joint_states': '1'})
+    assert int(status[f'messages {IMAGE_TOPIC}']) > 0
+    first = outcome_of(number)
+    written = trigger(ros_harness, '/recorder_node/stop')
+    assert written.success, written.message
+    assert written.message.startswith(f'episode 0 written to {store}')
+    unusable = trigger(ros_harness, '/wrong_joints/stop')
+    assert not unusable.success
+    assert 'episode 0 not written' in unusable.message
+    assert "'joint_states' (joint_state_topic)" in unusable.message
+    assert 'lacks joint(s)' in unusable.message
+    assert not (tmp_path / 'never.zarr').exists()
+
+    # An episode started and thrown away, then episode 1.
+    begin_episode(4, 'recorder_node')
+    recorder_status(ros_harness, diagnostics, state='recording')
+    discarded = trigger(ros_harness, '/recorder_node/discard')
+    assert discarded.success and discarded.message.startswith('discarded episode 1')
+    second = outcome_of(begin_episode(10, 'recorder_node'))
+    written = trigger(ros_harness, '/recorder_node/stop')
+    assert written.success, written.message
+    assert written.message.startswith('episode 1 written')
+    status = recorder_status(ros_harness, diagnostics, state='idle', episodes_written='2')
+    assert status['episodes_discarded'] == '1' and status['bad_messages'] == '1'
+    assert status['store'] == str(store)
+
+    buffer = ReplayBuffer.open(store)
+    assert buffer.n_episodes == 2
+    assert buffer.keys == ['action', 'img', 'state']
+    lengths = buffer.episode_lengths
+    np.testing.assert_array_equal(buffer.episode_ends, np.cumsum(lengths))
+    for length, outcome in zip(lengths, (first, second)):
+        # The expert starts command_delay (0.15 s) into the episode, at 10 Hz.
+        assert abs(length - 10 * (outcome['duration_s'] - 0.15)) <= 4, (length, outcome)
+    assert buffer.array('img').dtype == np.uint8
+    assert buffer.array('img').shape == (buffer.n_steps, SIZE, SIZE, 3)
+    assert buffer.array('state').shape == buffer.array('action').shape == (buffer.n_steps, 4)
+    attrs = buffer.attrs
+    assert attrs['joint_names'] == JOINTS and attrs['control_hz'] == 10.0
+    assert attrs['image_size'] == [SIZE, SIZE] and attrs['topics']['command'] == COMMAND_TOPIC
+    recorded = attrs[RECORDED_EPISODES]
+    assert [(r['episode'], r['steps']) for r in recorded] == [(0, lengths[0]), (1, lengths[1])]
+
+    stamps = np.array([ns_of(m.header.stamp) for m in joint_states.snapshot()
+                       if list(m.name) == JOINTS])
+    positions = np.array([m.position for m in joint_states.snapshot() if list(m.name) == JOINTS])
+    for index, entry in enumerate(recorded):
+        episode = buffer.get_episode(index)
+        ticks = entry['start_ns'] + np.round(np.arange(lengths[index]) * NS / 10).astype(np.int64)
+        # Every action is exactly a target the expert commanded, the one in force at the step.
+        np.testing.assert_array_equal(episode['action'],
+                                      expected_actions(commands.snapshot(), ticks)
+                                      .astype(np.float32))
+        assert np.ptp(episode['action'], axis=0).max() > 0.1  # the arm was driven
+        state = np.stack([np.interp(ticks, stamps, positions[:, j]) for j in range(4)], axis=1)
+        # Interpolated between the joint states around each step (a step later: ~0.05 rad).
+        np.testing.assert_allclose(episode['state'], state, atol=2e-3)
+        assert not np.array_equal(episode['img'][0], episode['img'][-1])
+
+    dataset = SequenceDataset(store, horizon=8, n_obs_steps=2, n_action_steps=4)
+    item = dataset[0]
+    assert item['images']['front'].shape == (2, 3, SIZE, SIZE)
+    assert item['state'].shape == (2, 4) and item['action'].shape == (8, 4)
+
+
+def image_msg(stamp_ns: int, value: int, size: int = 8) -> Image:
+    msg = Image(**rgb_to_image_fields(np.full((size, size, 3), value % 256, np.uint8)))
+    msg.header.stamp = Time(sec=stamp_ns // NS, nanosec=stamp_ns % NS)
+    return msg
+
+
+def joint_msg(stamp_ns: int, q) -> JointState:
+    msg = JointState(name=list(reversed(JOINTS)), position=[float(v) for v in reversed(q)])
+    msg.header.stamp = Time(sec=stamp_ns // NS, nanosec=stamp_ns % NS)
+    return msg
+
+
+def command_msg(stamp_ns: int, q) -> JointTrajectory:
+    sec, nanosec = seconds_to_stamp(0.1)
+    msg = JointTrajectory(joint_names=JOINTS, points=[JointTrajectoryPoint(
+        positions=[float(v) for v in q], time_from_start=Duration(sec=sec, nanosec=nanosec))])
+    msg.header.stamp = Time(sec=stamp_ns // NS, nanosec=stamp_ns % NS)
+    return msg
+
+
+def feed(recorder: DemoRecorder, seconds: float, camera_gap: tuple[float, float] = (0, 0)):
+    """Give the recorder 50 Hz joint states, 10 Hz commands and 20 Hz frames for ``seconds``."""
+    for k in range(int(round(seconds * 100)) + 1):
+        t = k * NS // 100
+        q = np.full(4, 0.01 * k)
+        if k % 2 == 0:
+            recorder.add('joint_states', joint_msg(t, q), t)
+        if k % 10 == 0:
+            recorder.add(COMMAND_TOPIC, command_msg(t, q + 0.1), t)
+        if k % 5 == 0 and not camera_gap[0] <= t / NS < camera_gap[1]:
+            recorder.add(IMAGE_TOPIC, image_msg(t, k), t)
+
+
+def recorder_settings(ros_env, path, **changes):
+    node = RecorderNode(context=ros_env, parameter_overrides=[
+        Parameter(name, value=value) for name, value in {
+            'output_path': str(path), 'joint_names': JOINTS, **changes}.items()])
+    try:
+        return settings_from_parameters(values(node, RECORDER_PARAMS), 'test')
+    finally:
+        node.destroy_node()
+
+
+def test_a_new_recorder_appends_to_the_store_and_refuses_a_stale_episode(ros_env, tmp_path):
+    settings = recorder_settings(ros_env, tmp_path / 'demos.zarr')
+    first = DemoRecorder(settings)
+    assert first.start(0) == (True, f'recording episode 0 into {settings.path}')
+    feed(first, 2.0)
+    ok, message = first.stop(2 * NS)
+    assert ok, message
+    assert '20 steps at 10 Hz' in message  # commands due 0.1 .. 2.1 s, frames to 2.0 s
+
+    second = DemoRecorder(settings)  # a restarted node: appends to what is there
+    assert second.n_stored == 1
+    assert second.start(0)[0]
+    feed(second, 1.0)
+    assert second.stop(NS)[0]
+    buffer = ReplayBuffer.open(settings.path)
+    np.testing.assert_array_equal(buffer.episode_ends, [20, 30])
+    np.testing.assert_array_equal(buffer.get_episode(1)['img'][:, 0, 0, 0],
+                                  np.arange(10, 101, 10))  # the frame at each 0.1 s tick
+
+    assert second.start(0)[0]
+    feed(second, 3.0, camera_gap=(1.0, 2.0))
+    ok, message = second.stop(3 * NS)
+    assert not ok
+    assert f"'{IMAGE_TOPIC}' was 0.550 s old" in message
+    assert ReplayBuffer.open(settings.path).n_episodes == 2
+
+    # Frames of another size than the store's are bad messages; the episode has none left.
+    assert second.start(0)[0]
+    with pytest.raises(ValueError, match='image is 4 x 4 .* expected 8 x 8 like the frames'):
+        second.add(IMAGE_TOPIC, image_msg(0, 1, size=4), 0)
+    ok, message = second.stop(NS)
+    assert not ok and 'no usable messages on' in message and '1 bad' in message
+
+
+@pytest.mark.parametrize('changes, words', [
+    ({'output_path': ''}, 'parameter output_path = '),
+    ({'compressed_image_topics': ['camera/front/image_raw/compressed']},
+     "expected exactly one topic for camera 'front', got both"),
+    ({'command_type': 'twist'}, 'command_type must be one of'),
+    ({'image_size': [32]}, 'parameter image_size = [32]: expected [H, W]'),
+    ({'joint_names': ['shoulder', 'shoulder']}, 'parameter joint_names'),
+])
+def test_bad_parameters_are_refused_at_start_up(ros_env, tmp_path, changes, words):
+    overrides = {'output_path': str(tmp_path / 'demos.zarr'), **changes}
+    with pytest.raises(ValueError, match=words.replace('[', r'\[').replace(']', r'\]')):
+        RecorderNode(context=ros_env, parameter_overrides=[
+            Parameter(name, value=value) for name, value in overrides.items()])
+
+
+def test_an_incompatible_store_is_refused_at_start_up(ros_env, tmp_path):
+    path = tmp_path / 'other.zarr'
+    buffer = ReplayBuffer.create(path)
+    buffer.add_episode({'img': np.zeros((3, 8, 8, 3), np.uint8),
+                        'state': np.zeros((3, 2), np.float32),
+                        'action': np.zeros((3, 2), np.float32)})
+    buffer.set_attrs({'joint_names': ['x', 'y'], 'control_hz': 10.0, 'camera': 'front'})
+    with pytest.raises(ValueError, match=r"holds joint_names \['x', 'y'\]; this recorder"):
+        RecorderNode(context=ros_env, parameter_overrides=[
+            Parameter('output_path', value=str(path)), Parameter('joint_names', value=JOINTS)])
+    with pytest.raises(ValueError, match='holds data at control_hz=10.0; .* rate=20 Hz'):
+        RecorderNode(context=ros_env, parameter_overrides=[
+            Parameter('output_path', value=str(path)), Parameter('rate', value=20.0)])
+    with pytest.raises(ValueError, match=r"holds cameras \['front'\]; this recorder records "
+                                         r"\['wrist'\]"):
+        RecorderNode(context=ros_env, parameter_overrides=[
+            Parameter('output_path', value=str(path)), Parameter('camera_names', value=['wrist']),
+            Parameter('image_topics', value=['camera/wrist/image_raw'])])
+    assert ReplayBuffer.open(path).n_episodes == 1  # left as it was
