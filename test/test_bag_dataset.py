@@ -8,7 +8,7 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 from sparse_policy_ros.training.bag_dataset import (
-    convert_bag, default_camera_names, image_to_rgb, main as bag_main)
+    convert_bag, default_camera_names, image_to_rgb, main as bag_main, Trajectories)
 from sparse_policy_ros.training.replay_buffer import ReplayBuffer
 from sparse_policy_ros.training.sequence_dataset import SequenceDataset
 
@@ -202,14 +202,21 @@ def expected_ticks(starts=EPISODE_STARTS, lengths=EPISODE_LENGTHS) -> list[np.nd
 
 
 def expected_trajectory_action(ticks: np.ndarray) -> tuple[np.ndarray, int]:
-    """Replace semantics for the main scene; also return how many ticks hold the old command."""
+    """
+    Replace semantics for the main scene; also return how many ticks precede a first point.
+
+    Before the new message's first point is due (0.1 s after its stamp) the command moves
+    linearly from the old command at the takeover to that point, as the controller does.
+    """
     t = rel(ticks)
     k = np.floor((t - 0.03) / 0.47 + 1e-9).astype(int)
     start = 0.03 + 0.47 * k
-    held = t < start + 0.1 - 1e-9  # the new message's first point is not due yet
-    columns = [np.where(held, command_value(k - 1, start, j), command_value(k, t, j))
-               for j in JOINTS]
-    return np.stack(columns, axis=1), int(held.sum())
+    early = t < start + 0.1 - 1e-9  # the new message's first point is not due yet
+    weight = (t - start) / 0.1
+    columns = [np.where(early, command_value(k - 1, start, j) + weight * (
+        command_value(k, start + 0.1, j) - command_value(k - 1, start, j)),
+        command_value(k, t, j)) for j in JOINTS]
+    return np.stack(columns, axis=1), int(early.sum())
 
 
 def check_frames(frames: np.ndarray, ticks: np.ndarray, scene: Scene, topic: str) -> None:
@@ -319,11 +326,13 @@ def test_newer_trajectory_replaces_the_older_from_its_stamp(tmp_path, storage,
     t = rel(ticks)
     offset = 0.01 if use_receive_time else 0.0  # A's points move with its start
     due_b = takeover + 0.1
+    # Between the takeover and B's first point: from A's value then to that point (3.07).
+    held = takeover - offset
     expected = np.where(t < takeover, t - offset,
-                        np.where(t < due_b, takeover - offset,
+                        np.where(t < due_b, held + (t - takeover) / 0.1 * (3.07 - held),
                                  5 - 1.83 - (t - takeover)))
     np.testing.assert_allclose(episode['action'][:, 0], expected, atol=1e-5)
-    assert ((t >= takeover) & (t < due_b)).sum() == 1  # one tick holds A's value at takeover
+    assert ((t >= takeover) & (t < due_b)).sum() == 1  # one tick between takeover and point
     assert rel(ticks[-1]) <= takeover + 1.0 + 1e-9  # until B's last point
     truth = joint_value(t - (0.002 if use_receive_time else 0.0), 'j0')
     np.testing.assert_allclose(episode['state'][:, 0], truth, rtol=0, atol=1e-3)
@@ -498,3 +507,21 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert captured.err.startswith('bag-to-dataset: error: ')
     assert "no topic '/nope' (--image-topic)" in captured.err and str(bag) in captured.err
     assert 'Traceback' not in captured.err
+
+
+def test_jittered_teleop_commands_are_followed_as_the_controller_follows_them():
+    # A teleop device at 10 Hz: one-point commands due one period after their stamps, the
+    # stamps +-2 ms late or early. Before a command's point is due the controller moves from
+    # the command in force towards it, so each tick gets (almost) the target meant for it.
+    rng = np.random.default_rng(3)
+    period = NS // 10
+    n = 40
+    starts = np.arange(n, dtype=np.int64) * period + rng.integers(-2_000_000, 2_000_001, n)
+    targets = [np.full((1, 2), 0.1 * k) for k in range(n)]
+    commands = Trajectories('/teleop', starts, np.arange(n, dtype=np.int64),
+                            [np.array([s + period]) for s in starts], targets)
+    ticks = np.arange(2, n, dtype=np.int64) * period
+    values, age = commands.evaluate(ticks)
+    meant = 0.1 * (np.arange(2, n) - 1)  # the target due at each tick
+    assert np.all(np.isfinite(values)) and np.all(age <= 4_000_000)  # at most the jitter
+    assert np.max(np.abs(values[:, 0] - meant)) < 0.01  # a held command would be 0.1 off

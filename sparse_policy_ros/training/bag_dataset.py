@@ -38,7 +38,9 @@ command) has data in the episode to the last time at which all of them still hav
 * action from a JointTrajectory: each point is due at ``header.stamp + time_from_start`` (stamp 0
   means the receive time); a message replaces the previous one from its stamp on (ros2_control's
   replace semantics); between points the position is interpolated linearly, after the last point
-  it is held, and before the first point the command in force when the message took over is held;
+  it is held, and before the first point it moves linearly from the command in force when the
+  message took over to the first point, as joint_trajectory_controller does (nothing in force
+  yet: undefined until the first point is due);
 * action from JointState / Float64MultiArray: the latest command at or before the tick.
 
 A tick where a stream is stale ends the episode (reported as a cut); the next episode starts at
@@ -247,8 +249,16 @@ class Trajectories:
 
     def _value(self, i: int, tick: int, held: np.ndarray | None) -> np.ndarray | None:
         due, positions = self.due[i], self.positions[i]
-        if not len(due) or tick < due[0]:
+        if not len(due):
             return held
+        if tick < due[0]:
+            start = int(self.starts[i])
+            if held is None or due[0] <= start:
+                return held
+            # From the command in force at the takeover to the first point (JTC semantics):
+            # a teleop command published a little late still counts for the tick it was meant for.
+            weight = max(tick - start, 0) / (int(due[0]) - start)
+            return held + weight * (positions[0] - held)
         j = int(np.searchsorted(due, tick, side='right')) - 1
         if j + 1 >= len(due):
             return positions[-1]
