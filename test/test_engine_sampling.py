@@ -458,3 +458,25 @@ def test_graphed_sampler_before_capture_is_the_eager_sampler_and_its_memory_is_b
                 assert torch.equal(out, expected)
     assert graphed.captures == 0 and graphed.eager_calls == MAX_PENDING_KEYS + 20
     assert len(graphed._sightings) == MAX_PENDING_KEYS
+
+
+@pytest.mark.parametrize('steps', [0, 1, 5, 16, 20])
+def test_continued_noise_keeps_the_rows_a_later_call_plans_again(steps):
+    gen = torch.Generator().manual_seed(0)
+    last = SamplingNoise(torch.randn((1, 16, 3), generator=gen), None)
+    fresh = SamplingNoise(torch.randn((1, 16, 3), generator=gen), None)
+    before = last.initial.clone()
+    nxt = last.continued(steps, fresh)
+    kept = max(16 - steps, 0)
+    assert torch.equal(nxt.initial[:, :kept], last.initial[:, steps:steps + kept])
+    assert torch.equal(nxt.initial[:, kept:], fresh.initial[:, kept:])
+    assert nxt.per_step is None
+    assert torch.equal(last.initial, before)  # the last call's noise is left as it was
+
+
+def test_continued_noise_refuses_bad_shifts_and_shapes():
+    last = SamplingNoise(torch.zeros((1, 16, 3)), None)
+    with pytest.raises(ValueError, match='noise shift must be an int >= 0'):
+        last.continued(-1, last)
+    with pytest.raises(ValueError, match=r'fresh noise must have shape \(1, 16, 3\)'):
+        last.continued(1, SamplingNoise(torch.zeros((1, 8, 3)), None))

@@ -1,6 +1,7 @@
 """Static sparsity schedules and the fewer-step DDIM baseline."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +9,21 @@ from sparse_policy_ros.policy.config import PolicyConfig
 from sparse_policy_ros.policy.observation import OBS_IMAGES, OBS_STATE
 from sparse_policy_ros.sparsity.decisions import Decision, make_executable, sparsity_of
 from sparse_policy_ros.sparsity.schedules import (
-    ddim_steps_for, fixed_schedule, fora_schedule, static_schedule)
+    ddim_steps_for, fixed_schedule, fora_schedule, rollout_schedule, static_schedule)
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 import torch
 
 C, S = int(Decision.COMPUTE), int(Decision.REUSE_STEP)
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'default'
+
+
+def default_observation(config: PolicyConfig) -> dict:
+    rng = np.random.default_rng(0)
+    _, h, w = config.image_shape
+    return {OBS_IMAGES: {c: rng.integers(0, 256, (config.n_obs_steps, h, w, 3), dtype=np.uint8)
+                         for c in config.camera_names},
+            OBS_STATE: rng.normal(0.0, 0.3, (config.n_obs_steps, config.state_dim))
+            .astype(np.float32)}
 
 
 @pytest.mark.parametrize('steps, nb', [(100, 24), (10, 6), (16, 9), (7, 3)])
@@ -80,3 +91,55 @@ def test_ddim_mode_reports_sparsity_against_nominal_steps():
         stats = policy.predict(obs).stats
         assert stats.decisions.shape == (2, config.n_branches)
         assert stats.sparsity == pytest.approx(0.8, abs=1e-6)
+
+
+@pytest.mark.parametrize('steps, computed', [(6, 3), (6, 2), (6, 1), (6, 6), (10, 4)])
+def test_rollout_schedule_computes_a_round_robin_and_reuses_earlier_calls(steps, computed):
+    nb = 6
+    period = math.ceil((steps - 1) / (computed - 1)) if computed > 1 else 1
+    seen = np.zeros(steps, bool)
+    for call in range(period):
+        decisions = rollout_schedule(steps, nb, computed, call)
+        assert decisions.shape == (steps, nb) and decisions.dtype == torch.int8
+        assert torch.all(decisions[0] == C)
+        rows = (decisions == C).all(dim=1)
+        assert int(rows.sum()) == computed  # whole steps, the same count every call
+        assert torch.all(decisions[~rows] == int(Decision.REUSE_ROLLOUT))
+        seen |= rows.numpy()
+    # Every step is refreshed within one period (computing step 0 alone refreshes nothing).
+    assert seen.all() or (computed == 1 and seen.sum() == 1)
+    # A first call (nothing cached) runs every step.
+    assert torch.all(make_executable(rollout_schedule(steps, nb, computed, 5), False) == C)
+
+
+def test_rollout_schedule_refuses_bad_arguments():
+    with pytest.raises(ValueError, match=r'computed steps per call must be in \[1, 6\]'):
+        rollout_schedule(6, 3, 7, 0)
+    with pytest.raises(ValueError, match='call must be an int >= 0'):
+        rollout_schedule(6, 3, 2, -1)
+
+
+def test_ddim_rollout_repeating_a_call_reproduces_the_full_set():
+    # Same observation, same noise, no shift: the steps a call takes from the last call are
+    # what computing them gives, so the 3-of-6 call equals the first (all 6 computed) call.
+    policy = SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='ddim_rollout',
+                                          target_sparsity=0.97, warmup=False)
+    try:
+        obs = default_observation(policy.config)
+        first = policy.predict(obs, generator=torch.Generator().manual_seed(1))
+        assert first.stats.dense_call and policy.scheduler.num_inference_steps == 6
+        for call in range(1, 4):
+            policy.shift_cache(0)
+            again = policy.predict(obs, noise=first.noise)
+            computed = (again.stats.decisions == C).all(dim=1)
+            assert int(computed.sum()) == 3 and not again.stats.dense_call
+            assert again.stats.sparsity == pytest.approx(0.97)
+            np.testing.assert_allclose(again.actions, first.actions, atol=1e-5)
+        # After a reset the next call computes everything again.
+        policy.reset()
+        assert policy.predict(obs, noise=first.noise).stats.dense_call
+    finally:
+        policy.close()
+    with pytest.raises(ValueError, match='computes at most 6 steps per call'):
+        SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='ddim_rollout',
+                                     target_sparsity=0.9, warmup=False)

@@ -271,3 +271,34 @@ def test_seams_cli_summarises_the_episodes_of_an_evaluation(tmp_path, capsys):
 def test_bad_timing_arguments_exit_2(tmp_path, capsys, args, message):
     assert main(['--model', str(DEFAULT_MODEL), '--out', str(tmp_path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_streaming_rollout_reuses_the_last_calls_steps_with_shifted_noise_and_cache():
+    policy = SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='ddim_rollout',
+                                          target_sparsity=0.97)
+    try:
+        stream = StreamSettings('prefix', 5)
+        shifted = episode(policy, 100004, Timing(1, stream=stream, cache_shift=True,
+                                                 noise='shifted'))
+        again = episode(policy, 100004, Timing(1, stream=stream, cache_shift=True,
+                                               noise='shifted'))
+        fresh = episode(policy, 100004, Timing(1, stream=stream, cache_shift=True))
+    finally:
+        policy.close()
+    assert shifted == {**again, 'latencies_ms': shifted['latencies_ms']}  # reproducible
+    counts = dict(zip(('compute', 'block', 'step', 'rollout'), shifted['decisions']))
+    # 25 calls of 6 steps: the first computes all 6, each later one 3 and reuses 3.
+    n_branches = policy.n_branches
+    assert counts['compute'] == (6 + 24 * 3) * n_branches
+    assert counts['rollout'] == 24 * 3 * n_branches
+    assert fresh['calls'] == shifted['calls'] == 25
+    with pytest.raises(ValueError, match="noise must be one of \\['fresh', 'shifted'\\]"):
+        Timing(1, noise='same')
+
+
+def test_cli_records_cache_shift_and_noise(tmp_path):
+    report, _ = run(tmp_path, '--modes', 'ddim_rollout', '--target-sparsity', '0.97',
+                    '--executed-actions', '1', '--consistency', 'prefix', '--noise', 'shifted',
+                    '--no-deviation')
+    assert report['meta']['cache_shift'] is True and report['meta']['noise'] == 'shifted'
+    assert report['modes'][0]['decision_fractions']['reuse_rollout'] > 0.3

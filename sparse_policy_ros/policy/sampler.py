@@ -29,6 +29,26 @@ class SamplingNoise:
             per_step = per_step.to(device, non_blocking=True)
         return cls(initial.to(device, non_blocking=True), per_step)
 
+    def continued(self, steps: int, fresh: 'SamplingNoise') -> 'SamplingNoise':
+        """
+        Return the noise of a call ``steps`` control steps later that keeps this call's.
+
+        Streaming: token ``r`` of the next call plans the step token ``r + steps`` of this call
+        planned, so its initial noise is this call's moved ``steps`` rows earlier; the rows no
+        earlier call planned, and any per-step noise, come from ``fresh`` (a new draw of the
+        same shapes). ``steps = 0`` repeats this call's initial noise.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f'noise shift must be an int >= 0 (control steps), got {steps!r}')
+        if tuple(fresh.initial.shape) != tuple(self.initial.shape):
+            raise ValueError(f'fresh noise must have shape {tuple(self.initial.shape)}, got '
+                             f'{tuple(fresh.initial.shape)}')
+        initial = fresh.initial.clone()
+        kept = self.initial.shape[1] - steps
+        if kept > 0:
+            initial[:, :kept] = self.initial[:, steps:].to(initial.device)
+        return SamplingNoise(initial, fresh.per_step)
+
     def at(self, k: int) -> torch.Tensor | None:
         """Noise injected after denoising step k."""
         return None if self.per_step is None else self.per_step[k]

@@ -41,10 +41,12 @@ from ..control.streaming import ChunkStream, CONSISTENCY_METHODS, delay_steps, S
 from ..policy.checkpoint import load_config
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..policy.prefix import ActionPrefix
+from ..policy.sampler import SamplingNoise
 from ..sparsity.decisions import Decision, N_DECISIONS
 from ..sparsity.sparse_policy import FEWER_STEP_MODES, MODES, SparsePolicy
 
 MODE_ALIASES = {'static': 'fixed'}
+NOISE_CHOICES = ('fresh', 'shifted')
 DEFAULT_SEED_START = 100_000  # record-demos uses small seeds; evaluation stays far from them
 
 
@@ -77,13 +79,23 @@ class Timing:
     keeps running meanwhile; the next call starts at the first step after it finished.
     ``latency_ms`` None: the call's measured time; a number: that fixed latency for every call
     (reproducible on any machine). ``replan_every``: control steps between calls (the node's
-    ``executed_actions``; 1 = streaming, a call every step).
+    ``executed_actions``; 1 = streaming, a call every step). ``cache_shift``: before each call
+    move the rollout cache along the action tokens by the control steps since the last call
+    (``SparsePolicy.shift_cache``), so that reuse-rollout reads the value computed for the same
+    control step. ``noise``: 'fresh' (a new draw per call) or 'shifted' (the last call's
+    initial noise moved by those steps, new rows at the end: ``SamplingNoise.continued``).
     """
 
     replan_every: int
     realtime: bool = False
     latency_ms: float | None = None
     stream: StreamSettings = field(default_factory=StreamSettings)
+    cache_shift: bool = False
+    noise: str = 'fresh'
+
+    def __post_init__(self):
+        if self.noise not in NOISE_CHOICES:
+            raise ValueError(f'noise must be one of {list(NOISE_CHOICES)}, got {self.noise!r}')
 
     def delay(self, measured_ms: float, control_period: float) -> int:
         """Control steps a call of ``measured_ms`` misses (0 when synchronous)."""
@@ -122,6 +134,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
     call = step = held = 0
     free_at = last_call = 0
     expected_delay = timing.delay(0.0, period)  # the fixed latency model's; 0 when measured
+    noise = None  # the last call's, for shifted noise
     while not done:
         due = call == 0 or step - last_call >= timing.replan_every - expected_delay
         if step >= free_at and (due or not stream.planned(step)):
@@ -129,8 +142,16 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             generator = torch.Generator().manual_seed(seed * 1000 + call)
             rows = stream.prefix_rows(step, expected_delay)
             prefix = None if rows is None else ActionPrefix(rows, 0, timing.stream.prefix_until)
+            if call > 0 and timing.cache_shift:
+                policy.shift_cache(step - last_call)
+            if timing.noise == 'shifted':
+                fresh = SamplingNoise.draw(policy.scheduler, (1, config.horizon,
+                                                              config.action_dim), 'cpu', generator)
+                noise = fresh if noise is None else noise.continued(step - last_call, fresh)
+                generator = None
             chunk = policy.predict(observation, generator=generator,
-                                   count_flops_=count_flops and call == 1, prefix=prefix)
+                                   count_flops_=count_flops and call == 1, prefix=prefix,
+                                   noise=noise)
             if chunk.stats.flops is not None:
                 flops.append(chunk.stats.flops)
             else:
@@ -140,8 +161,14 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
                 executed_kinds = chunk.stats.decisions.flatten().to('cpu', torch.int64).numpy()
                 decision_counts += np.bincount(executed_kinds, minlength=N_DECISIONS)
             if reference is not None:
-                dense = reference.predict(observation, prefix=prefix, generator=torch.Generator()
-                                          .manual_seed(seed * 1000 + call))
+                same = torch.Generator().manual_seed(seed * 1000 + call)
+                if noise is None:
+                    dense = reference.predict(observation, prefix=prefix, generator=same)
+                else:  # the same initial noise; per-step noise (DDPM) of its own steps
+                    own = SamplingNoise.draw(reference.scheduler, tuple(noise.initial.shape),
+                                             'cpu', same)
+                    dense = reference.predict(observation, prefix=prefix,
+                                              noise=SamplingNoise(noise.initial, own.per_step))
                 deviations.append(float(np.abs(dense.actions - chunk.actions).mean()))
             if chunk.stats.flops is None:
                 delay = timing.delay(chunk.stats.total_ms, period)
@@ -423,6 +450,13 @@ def main(argv: list[str] | None = None) -> int:
                         default='none',
                         help='disturbance variant: the puck is shoved or the goal jumps once, '
                              'at a step drawn from the seed (recorded per episode)')
+    parser.add_argument('--cache-shift', choices=('auto', 'on', 'off'), default='auto',
+                        help='move the rollout cache by the control steps between calls '
+                             '(auto: when replanning before a chunk ends, --executed-actions '
+                             "below the model's n_action_steps)")
+    parser.add_argument('--noise', choices=NOISE_CHOICES, default='fresh',
+                        help="fresh: a new draw per call; shifted: the last call's initial "
+                             'noise moved by the steps since, new rows at the end')
     parser.add_argument('--out', type=Path, default=Path('results/eval'))
     args = parser.parse_args(argv)
     modes = [MODE_ALIASES.get(m.strip(), m.strip()) for m in args.modes.split(',') if m.strip()]
@@ -456,7 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f'eval-policy: error: {error}', file=sys.stderr)
         return 2
-    timing = Timing(executed or config.n_action_steps, args.realtime, args.latency_ms, stream)
+    replan_every = executed or config.n_action_steps
+    cache_shift = (args.cache_shift == 'on' or args.cache_shift == 'auto'
+                   and replan_every < config.n_action_steps)
+    timing = Timing(replan_every, args.realtime, args.latency_ms, stream, cache_shift, args.noise)
     disturbance = None if args.disturbance == 'none' else DisturbanceSpec(args.disturbance)
     if args.int8 and args.device != 'cpu':
         print(f'eval-policy: error: --int8 needs --device cpu, got {args.device!r}',
@@ -485,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             'executed_actions': executed or config.n_action_steps,
             'realtime': args.realtime, 'latency_ms': args.latency_ms,
             'disturbance': None if disturbance is None else disturbance.to_dict(),
-            'consistency': asdict(stream),
+            'consistency': asdict(stream), 'cache_shift': cache_shift, 'noise': args.noise,
             'device': args.device, 'int8_linears': args.int8}
     if args.device.startswith('cuda') and torch.cuda.is_available():
         meta['device_name'] = torch.cuda.get_device_name(args.device)

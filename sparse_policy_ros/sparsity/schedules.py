@@ -60,6 +60,30 @@ def fixed_schedule(steps: int, n_branches: int, target_sparsity: float) -> torch
     return decisions
 
 
+def rollout_schedule(steps: int, n_branches: int, computed: int, call: int) -> torch.Tensor:
+    """
+    Cross-call reuse: ``computed`` steps per call, the others taken from earlier calls.
+
+    Step 0 is computed; of steps 1..K-1, ``computed - 1`` are computed, chosen round-robin by
+    ``call`` (the call index since the last reset), and every other step reuses the branch
+    values the rollout cache holds for it (REUSE_ROLLOUT: the last call that computed that
+    step, shifted along the action tokens by the streaming caller). Each step is refreshed every
+    ``ceil((K - 1) / (computed - 1))`` calls. The first call after a reset computes everything
+    (``make_executable``: the cache holds nothing).
+    """
+    if not 1 <= computed <= steps:
+        raise ValueError(f'computed steps per call must be in [1, {steps}], got {computed}')
+    if isinstance(call, bool) or not isinstance(call, int) or call < 0:
+        raise ValueError(f'call must be an int >= 0, got {call!r}')
+    decisions = torch.full((steps, n_branches), int(Decision.REUSE_ROLLOUT),
+                           dtype=DECISION_DTYPE)
+    decisions[0] = int(Decision.COMPUTE)
+    others, fresh = steps - 1, computed - 1
+    for j in range(fresh):
+        decisions[1 + (call * fresh + j) % others] = int(Decision.COMPUTE)
+    return decisions
+
+
 def static_schedule(name: str, steps: int, n_branches: int,
                     target_sparsity: float | None) -> torch.Tensor:
     """Build a named static schedule (see STATIC_SCHEDULES)."""

@@ -25,7 +25,7 @@ from .flops import count_flops
 from .pruner import (AsyncPrunerRunner, check_pruner_matches, load_pruner, Pruner, PrunerConfig,
                      PrunerResult)
 from .sampler import sample_sparse
-from .schedules import ddim_steps_for, static_schedule
+from .schedules import ddim_steps_for, rollout_schedule, static_schedule
 from ..policy.checkpoint import load_policy
 from ..policy.config import PolicyConfig
 from ..policy.ddim_timesteps import load_ddim_timesteps, searched_timesteps_for
@@ -38,9 +38,12 @@ from ..policy.scheduler import NoiseScheduler
 
 logger = logging.getLogger(__name__)
 
-MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim', 'ddim_searched')
+MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim', 'ddim_searched', 'ddim_rollout')
 # Modes that sample fewer denoising steps (every branch computed at each of them).
-FEWER_STEP_MODES = ('ddim', 'ddim_searched')
+FEWER_STEP_MODES = ('ddim', 'ddim_searched', 'ddim_rollout')
+# ddim_rollout: the searched DDIM set of this many steps, of which each call computes
+# ddim_steps_for(K, target) and takes the others from earlier calls (schedules.rollout_schedule).
+ROLLOUT_BASE_STEPS = 6
 
 
 @dataclass
@@ -160,6 +163,16 @@ class SparsePolicy:
             self.scheduler = NoiseScheduler(
                 self.config, kind='ddim',
                 timesteps=searched_timesteps_for(ddim_timesteps or {}, budget))
+        elif mode == 'ddim_rollout':
+            self.rollout_computed = ddim_steps_for(steps, target_sparsity)
+            if self.rollout_computed > ROLLOUT_BASE_STEPS:
+                raise ValueError(
+                    f"mode 'ddim_rollout' computes at most {ROLLOUT_BASE_STEPS} steps per call "
+                    f'(its searched set); target_sparsity {target_sparsity} asks for '
+                    f'{self.rollout_computed} of {steps}')
+            self.scheduler = NoiseScheduler(
+                self.config, kind='ddim',
+                timesteps=searched_timesteps_for(ddim_timesteps or {}, ROLLOUT_BASE_STEPS))
         else:
             self.scheduler = NoiseScheduler(self.config, steps)
         self.n_branches = self.config.n_branches
@@ -177,7 +190,8 @@ class SparsePolicy:
         use_graphs = self.device.type == 'cuda' if cuda_graphs is None else cuda_graphs
         self._graphed = GraphedSampler() if use_graphs else None
         self._static = None
-        if mode in ('dense', 'fora', 'fixed') + FEWER_STEP_MODES:
+        self._rollout_call = 0  # calls since the last reset: the rollout schedule's rotation
+        if mode in ('dense', 'fora', 'fixed', 'ddim', 'ddim_searched'):
             name = mode if mode in ('fora', 'fixed') else 'dense'
             self._static = static_schedule(name, self.scheduler.num_inference_steps,
                                            self.n_branches, target_sparsity)
@@ -215,11 +229,13 @@ class SparsePolicy:
         model = load_policy(path)
         pruner = load_pruner(path)[0] if mode == 'pruner' else None
         sets = None
-        if mode == 'ddim_searched':
+        if mode in ('ddim_searched', 'ddim_rollout'):
             sets = load_ddim_timesteps(path, model.config)
             if target_sparsity is not None:  # name the file in the error
                 steps = num_inference_steps or model.config.num_inference_steps
-                searched_timesteps_for(sets, ddim_steps_for(steps, target_sparsity), path)
+                budget = (ROLLOUT_BASE_STEPS if mode == 'ddim_rollout'
+                          else ddim_steps_for(steps, target_sparsity))
+                searched_timesteps_for(sets, budget, path)
         return cls(model, pruner, mode=mode, target_sparsity=target_sparsity,
                    num_inference_steps=num_inference_steps, device=device, warmup=warmup,
                    seed=seed, async_pruner=async_pruner, cuda_graphs=cuda_graphs,
@@ -251,7 +267,9 @@ class SparsePolicy:
     def reset(self) -> None:
         """Forget the rollout cache: the next call computes what it would have reused from it."""
         self.cache.reset()
+        self._rollout_call = 0
 
+    @torch.inference_mode()
     def shift_cache(self, steps: int) -> None:
         """
         Align the rollout cache with a call ``steps`` control steps after the last one.
@@ -399,6 +417,7 @@ class SparsePolicy:
         stats.cache_bytes = self.cache.nbytes
         stats.decisions = decisions
         self.calls += 1
+        self._rollout_call += 1
         if not np.all(np.isfinite(actions_np)):
             raise FloatingPointError(
                 f'policy produced non-finite actions at call {self.calls}; refusing to return')
@@ -429,6 +448,9 @@ class SparsePolicy:
     def _planned_static(self) -> torch.Tensor:
         if self._static is not None:
             return self._static
+        if self.mode == 'ddim_rollout':
+            return rollout_schedule(self.scheduler.num_inference_steps, self.n_branches,
+                                    self.rollout_computed, self._rollout_call)
         return dense_decisions(self.scheduler.num_inference_steps, self.n_branches)
 
     def _sync(self) -> None:
