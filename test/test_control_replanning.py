@@ -161,3 +161,14 @@ def test_streaming_rows_sit_on_the_episode_control_grid():
     assert replanner.time_base(streaming, 1.349) == pytest.approx(1.3)
     replanner.clear()
     assert replanner.time_base(streaming, 5.03) == 5.03  # a new episode, a new grid
+
+
+def test_steps_since_last_call_counts_control_steps_between_time_bases():
+    replanner = Replanner(0.1, 2, 16)
+    assert replanner.steps_since_last_call(1.0) is None  # the first call after clear
+    assert replanner.steps_since_last_call(1.1) == 1
+    assert replanner.steps_since_last_call(1.4) == 3
+    assert replanner.steps_since_last_call(1.4) == 0
+    assert replanner.steps_since_last_call(1.2) == 0  # never a negative shift
+    replanner.clear()
+    assert replanner.steps_since_last_call(5.0) is None

@@ -480,3 +480,15 @@ def test_continued_noise_refuses_bad_shifts_and_shapes():
         last.continued(-1, last)
     with pytest.raises(ValueError, match=r'fresh noise must have shape \(1, 16, 3\)'):
         last.continued(1, SamplingNoise(torch.zeros((1, 8, 3)), None))
+
+
+def test_policy_continues_a_calls_noise_from_its_own_generator():
+    config = PolicyConfig(**TINY)
+    policy = SparsePolicy.random_init(config, mode='dense', warmup=False)
+    chunk = policy.predict(observation(config), generator=torch.Generator().manual_seed(2))
+    nxt = policy.continued_noise(chunk.noise, 2)
+    horizon = config.horizon
+    assert torch.equal(nxt.initial[:, :horizon - 2], chunk.noise.initial[:, 2:].cpu())
+    assert not torch.equal(nxt.initial[:, horizon - 2:], chunk.noise.initial[:, :2].cpu())
+    assert (nxt.per_step is None) == (chunk.noise.per_step is None)
+    policy.predict(observation(config), noise=nxt)  # fits the policy's scheduler

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from sparse_policy_ros.ros.diagnostics import status_values
+from sparse_policy_ros.ros.paths import default_model_dir
 from sparse_policy_ros.ros.trajectory import stamp_to_seconds
 from std_msgs.msg import Float64MultiArray
 from test_ros_policy_node import check_commanded_motion, chunks, latest_status, MAX_VELOCITY
@@ -115,3 +116,21 @@ def test_streaming_settings_are_checked(ros_harness, make_policy_node):
         result = node.set_parameters([Parameter(name, value=value)])[0]
         assert not result.successful
         assert words in result.reason, result.reason
+
+
+def test_ddim_rollout_streams_reusing_the_last_calls_steps(ros_harness, make_policy_node):
+    # models/default carries the searched 6-step DDIM set: each streaming call computes 3 of
+    # its steps and reuses the other 3 from the shifted rollout cache, noise continued.
+    trajectories = ros_harness.collect(JointTrajectory, '/arm_controller/joint_trajectory')
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
+    SensorFeed(ros_harness, rate=20.0)
+    node = make_policy_node(model_path=str(default_model_dir()), sparsity_mode='ddim_rollout',
+                            target_sparsity=0.97, sampling_noise='shifted', **STREAMING)
+    ros_harness.wait_for(lambda: len(chunks(trajectories)) >= 15, 30.0, '15 chunks')
+    status = status_after(ros_harness, diagnostics, 'sparsity_mean')
+    assert status['sparsity_mode'] == 'ddim_rollout'
+    # 3 of 100 step-equivalents per call; the first call after the start computes all 6.
+    assert 0.955 < float(status['sparsity_mean']) <= 0.970 + 1e-6
+    assert status['rejected_observation_invalid'] == '0'
+    assert node._last_noise is not None  # the next call continues it
+    check_commanded_motion(trajectories.snapshot())

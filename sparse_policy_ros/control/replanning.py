@@ -102,6 +102,7 @@ class Replanner:
         self.last_stamp: float | None = None  # observation stamp of the last call started
         self.last_start: float | None = None  # when the last call started
         self.grid_origin: float | None = None  # streaming: the first call's observation time
+        self.last_base: float | None = None  # the time base of the last call that predicted
 
     def due(self, settings: ReplanSettings, now: float, newest_stamp: float | None,
             executable_due: np.ndarray) -> bool:
@@ -134,6 +135,19 @@ class Replanner:
             self.grid_origin = float(observation_stamp)
         steps = round((observation_stamp - self.grid_origin) / self.control_period)
         return self.grid_origin + steps * self.control_period
+
+    def steps_since_last_call(self, time_base: float) -> int | None:
+        """
+        Return the control steps between this call's time base and the last call's; record it.
+
+        What a streaming call moves the rollout cache and the continued noise by
+        (``SparsePolicy.shift_cache``, ``SamplingNoise.continued``). None for the first call
+        after :meth:`clear`; 0 when the bases are equal (or this one is earlier).
+        """
+        last, self.last_base = self.last_base, float(time_base)
+        if last is None:
+            return None
+        return max(round((time_base - last) / self.control_period), 0)
 
     def started(self, now: float, stamp: float) -> None:
         """Record that a call answering the observation at ``stamp`` started at ``now``."""

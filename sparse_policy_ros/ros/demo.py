@@ -36,7 +36,7 @@ import yaml
 from .diagnostics import status_values
 from .joint_states import joint_positions_from_msg
 from .jtc_validation import CommandedMotionChecker
-from .params import POLICY_PARAMS, RANDOM_MODEL
+from .params import POLICY_PARAMS, RANDOM_MODEL, SPARSITY_MODES
 from .paths import default_model_dir, package_path
 from .robot_description import load_robot_description, resolve_joint_limits
 from .robot_description import resolve_joint_names
@@ -171,8 +171,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="model folder; '' = models/default, or random weights if missing")
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--sparsity-mode', default=None,
-                        choices=('dense', 'pruner', 'fora', 'fixed', 'ddim',
-                                 'ddim_searched'),
+                        choices=SPARSITY_MODES,
                         help='override config/policy.yaml')
     parser.add_argument('--target-sparsity', type=float, default=None,
                         help='override config/policy.yaml')

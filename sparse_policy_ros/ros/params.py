@@ -22,7 +22,8 @@ READ_ONLY = 'read_only'
 CONFIGURE = 'configure'
 RUNTIME = 'runtime'
 
-SPARSITY_MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim', 'ddim_searched')
+SPARSITY_MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim', 'ddim_searched', 'ddim_rollout')
+NOISE_MODES = ('fresh', 'shifted')
 DEVICES = ('auto', 'cpu', 'cuda')
 OUTPUT_TYPES = ('joint_trajectory', 'forward_position', 'both', 'preview')
 RANDOM_MODEL = 'random'
@@ -100,7 +101,10 @@ POLICY_PARAMS = (
     ParamSpec('sparsity_mode', 'pruner', 'How branches are skipped: dense, the learned pruner, '
               'a static baseline schedule, or fewer DDIM steps (ddim: evenly strided; '
               "ddim_searched: the model folder's searched timesteps, "
-              'ddim_timesteps.json).', CONFIGURE, choices=SPARSITY_MODES),
+              'ddim_timesteps.json; ddim_rollout: streaming, the searched 6-step set with '
+              'only (1 - target_sparsity) x 100 steps computed per call and the rest reused '
+              'from the previous calls, needs sampling_noise shifted).', CONFIGURE,
+              choices=SPARSITY_MODES),
     ParamSpec('target_sparsity', -1.0, 'Fraction of (step, branch) entries reused, in [0, 1); '
               '-1 = the checkpoint default (pruner) / required for fora, fixed and ddim.',
               CONFIGURE, value_range=(-1.0, 0.999)),
@@ -150,6 +154,10 @@ POLICY_PARAMS = (
               'inference delay kept in each new chunk.', RUNTIME, value_range=(0, 1000)),
     ParamSpec('prefix_until', 1.0, 'streaming prefix: fraction of the denoising steps the '
               'committed actions are imposed on.', RUNTIME, value_range=(0.01, 1.0)),
+    ParamSpec('sampling_noise', 'fresh', 'streaming: fresh = new initial noise per call; '
+              "shifted = the last call's noise moved by the control steps since, new rows at "
+              'the end (what ddim_rollout needs: its reused steps came from that noise).',
+              RUNTIME, choices=NOISE_MODES),
     ParamSpec('episode_start_topic', '', 'std_msgs/Header topic announcing a new episode '
               "(header.stamp = its start): clears the history and the rollout cache. '' = "
               'none (a real robot calls ~/reset).', READ_ONLY),

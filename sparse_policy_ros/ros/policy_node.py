@@ -112,6 +112,7 @@ class PolicyNode(LifecycleNode):
         self._enabled = True
         self._generation = 0  # bumped to discard in-flight chunks (hold, reset, deactivate)
         self._reset_policy_pending = False  # clear the rollout cache before the next predict
+        self._last_noise = None  # the primary's last call's noise (sampling_noise: shifted)
         self._last_tick_time: float | None = None  # clock-jump detection
         self._episode_start: float | None = None  # data stamped before it is the old episode
         self._hold_latch = HoldLatch()
@@ -485,9 +486,13 @@ class PolicyNode(LifecycleNode):
             with self._lock:
                 base = (assembled.stamp if self._replanner is None else
                         self._replanner.time_base(self._replan_settings(), assembled.stamp))
+                shift = (self._replanner.steps_since_last_call(base)
+                         if self._replanner is not None and self._replan_mode == 'streaming'
+                         else None)
             prefix = self._committed_prefix(base)
+            noise = self._streaming_reuse(served, shift)
             try:
-                chunk = served.predict(assembled.observation, prefix=prefix)
+                chunk = served.predict(assembled.observation, prefix=prefix, noise=noise)
             except FloatingPointError as error:
                 self._reject(MessageError('actions_nonfinite', 'policy actions',
                                           'finite values', str(error)), 'policy')
@@ -496,6 +501,8 @@ class PolicyNode(LifecycleNode):
                 self._reject(MessageError('observation_invalid', 'observation',
                                           'the policy input contract', str(error)), 'policy')
                 return
+            if served is self._policy:
+                self._last_noise = chunk.noise
         now = self._now()
         with self._lock:
             if generation != self._generation or not (self._active and self._enabled):
@@ -533,6 +540,24 @@ class PolicyNode(LifecycleNode):
             self._stats.record_published(plan, splice, kept, now)
             slack = self._seconds_until_inference(now)
         self._check_fidelity(assembled, chunk, now, slack, prefix)
+
+    def _streaming_reuse(self, served, shift: int | None):
+        """
+        Streaming: align what this call reuses from the last one; return its noise (or None).
+
+        The rollout cache moves by the control steps since the last call (``shift``), so that
+        a reuse-rollout decision (``ddim_rollout``) reads the value computed for the same
+        control step; with ``sampling_noise: shifted`` the initial noise continues the last
+        call's. Only for the primary policy (a fidelity fallback has its own cache) and not
+        for the first call after a reset (policy lock held).
+        """
+        if shift is None or served is not self._policy:
+            return None
+        self._policy.shift_cache(shift)
+        previous = self._last_noise
+        if previous is None or self.get_parameter('sampling_noise').value != 'shifted':
+            return None
+        return self._policy.continued_noise(previous, shift)
 
     def _committed_prefix(self, time_base: float) -> ActionPrefix | None:
         """
@@ -743,6 +768,7 @@ class PolicyNode(LifecycleNode):
         self._output.clear()
         self._hold_latch.disarm()
         self._last_tick_time = None
+        self._last_noise = None
         self._reset_policy_pending = True
         self._stats.reset_by(cause)
 

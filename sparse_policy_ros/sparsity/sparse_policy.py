@@ -281,6 +281,18 @@ class SparsePolicy:
         """
         self.cache.shift(steps)
 
+    def continued_noise(self, previous: SamplingNoise, steps: int) -> SamplingNoise:
+        """
+        Return noise for a call ``steps`` control steps after the one that used ``previous``.
+
+        ``previous``'s initial noise moved ``steps`` rows earlier, new rows (and any per-step
+        noise) drawn from this policy's generator (``SamplingNoise.continued``): the
+        streaming counterpart of :meth:`shift_cache`.
+        """
+        shape = (1, self.config.horizon, self.config.action_dim)
+        fresh = SamplingNoise.draw(self.scheduler, shape, torch.device('cpu'), self._generator)
+        return previous.continued(steps, fresh)
+
     @property
     def cache_bytes(self) -> int:
         """Rollout cache memory in bytes."""
