@@ -10,19 +10,22 @@
 # ddim_rollout @ 0.97 samples models/default's searched 6-step DDIM set and computes 3 of the
 # 6 steps per call (step 0 and two more, round-robin); the other 3 reuse the rollout cache,
 # shifted along the action tokens by the steps since the last call. ddim_searched @ 0.97 is
-# the searched 3-step set (the same FLOPs). --noise shifted keeps the last call's initial noise
+# the searched 3-step set (the same FLOPs); pruner rows are scripts/budget_table.sh's searched
+# reuse schedules at the same budgets (they reuse within a call only). --noise shifted keeps the last call's initial noise
 # (moved by the same steps); fresh draws new noise per call. Resumable: a run whose
 # OUT/NAME/eval.json exists is kept.
 set -euo pipefail
 seed_start=${1:-106000}
 episodes=${2:-300}
 out=${3:-results/eval/rollout}
+# The searched reuse schedules of scripts/budget_table.sh (its RUNS folder), for the pruner rows.
+runs=${RUNS:-/tmp/budget_table_runs}
 mkdir -p "$out"
 export OMP_NUM_THREADS=1
-run() {  # run NAME TARGET NOISE MODES
-  local name=$1 target=$2 noise=$3 modes=$4
+run() {  # run NAME TARGET NOISE MODES [MODEL]
+  local name=$1 target=$2 noise=$3 modes=$4 model=${5:-models/default}
   if [ -f "$out/$name/eval.json" ]; then return; fi
-  eval-policy --model models/default --int8 --no-deviation --episodes "$episodes" \
+  eval-policy --model "$model" --int8 --no-deviation --episodes "$episodes" \
     --seed-start "$seed_start" --modes "$modes" --target-sparsity "$target" \
     --executed-actions 1 --consistency prefix --prefix-steps 5 --noise "$noise" \
     --out "$out/$name" > "$out/$name.log" 2>&1
@@ -30,18 +33,27 @@ run() {  # run NAME TARGET NOISE MODES
 (
   run k3_shifted 0.97 shifted ddim_searched,ddim_rollout
   run k2_shifted 0.98 shifted ddim_searched,ddim_rollout
+  run k2_fresh 0.98 fresh ddim_searched
+  run k2_reuse 0.98 fresh pruner "$runs/reuse_0.98"
 ) &
 (
   run k3_fresh 0.97 fresh ddim_searched,ddim_rollout
   run k6 0.94 shifted ddim_searched
+  run k6_fresh 0.94 fresh ddim_searched
+  run k3_reuse 0.97 fresh pruner "$runs/reuse_0.97"
 ) &
 wait
 # Reference first: searched DDIM-k with fresh noise, what a user would pick today.
 python -m sparse_policy_ros.sim.paired "$out/k3_fresh/eval.json:ddim_searched" \
   "$out/k3_fresh/eval.json:ddim_rollout" "$out/k3_shifted/eval.json:ddim_searched" \
   "$out/k3_shifted/eval.json:ddim_rollout" "$out/k6/eval.json:ddim_searched" \
+  "$out/k6_fresh/eval.json:ddim_searched" "$out/k3_reuse/eval.json:pruner" \
   --json "$out/paired_k3.json"
-python -m sparse_policy_ros.sim.paired "$out/k3_shifted/eval.json:ddim_searched" \
-  "$out/k3_shifted/eval.json:ddim_rollout" --json "$out/paired_k3_shifted.json"
-python -m sparse_policy_ros.sim.paired "$out/k2_shifted/eval.json:ddim_searched" \
-  "$out/k2_shifted/eval.json:ddim_rollout" --json "$out/paired_k2_shifted.json"
+python -m sparse_policy_ros.sim.paired "$out/k2_fresh/eval.json:ddim_searched" \
+  "$out/k2_shifted/eval.json:ddim_searched" "$out/k2_shifted/eval.json:ddim_rollout" \
+  "$out/k2_reuse/eval.json:pruner" --json "$out/paired_k2.json"
+# Cross-call reuse against the within-call searched reuse schedule at the same budget.
+python -m sparse_policy_ros.sim.paired "$out/k2_reuse/eval.json:pruner" \
+  "$out/k2_shifted/eval.json:ddim_rollout" --json "$out/paired_k2_rollout_vs_reuse.json"
+python -m sparse_policy_ros.sim.paired "$out/k3_reuse/eval.json:pruner" \
+  "$out/k3_shifted/eval.json:ddim_rollout" --json "$out/paired_k3_rollout_vs_reuse.json"
