@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sparse_policy_ros.control.streaming import StreamSettings
+from sparse_policy_ros.control.streaming import delay_steps, StreamSettings
 from sparse_policy_ros.sim.env import ArmPushEnv
 from sparse_policy_ros.sim.evaluate import (deviation_by_call, failure_breakdown, failure_table,
                                             main, run_episode, stack_history, Timing)
@@ -233,9 +233,11 @@ def test_realtime_latency_delays_each_chunk_and_the_old_plan_runs_meanwhile():
     # Streaming: a call whenever the policy is free, every 2 steps.
     assert streaming['calls'] == 13 and streaming['held_steps'] == 2
     assert streaming['splices'] == 12 and streaming['splice_max'] > 0
-    # A measured latency of a fast call (< 100 ms) costs one step.
+    # A measured latency costs the steps it spans (one for a call under 100 ms; more when a
+    # loaded machine makes the first call slow): the first call's own latency decides.
     measured = episode(policy, 100003, Timing(1, True, None))
-    assert measured['held_steps'] == 1
+    assert measured['held_steps'] == delay_steps(measured['latencies_ms'][0] / 1e3, 0.1)
+    assert measured['held_steps'] >= 1
 
 
 def test_seam_metrics_of_a_known_stream():
