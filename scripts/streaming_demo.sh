@@ -7,7 +7,9 @@
 #   scripts/streaming_demo.sh [EPISODES] [SEED] [OUT]
 #
 # Writes OUT/chunked/eval.json, OUT/streaming/eval.json (consistency prefix),
-# OUT/streaming_none/eval.json (independent chunks; demo --out) and OUT/paired.json.
+# OUT/streaming_none/eval.json (independent chunks; demo --out), OUT/streaming_rollout/eval.json
+# (sparsity_mode ddim_rollout @ 0.98: 2 of the searched 6 DDIM steps per call, the rest reused
+# from the shifted rollout cache, noise continued) and OUT/paired.json.
 # Resumable: a run whose eval.json exists is kept.
 set -euo pipefail
 episodes=${1:-30}
@@ -23,5 +25,7 @@ run() {  # run NAME REPLAN_MODE [DEMO ARGS...]
 run chunked chunked
 run streaming streaming
 run streaming_none streaming --policy-params consistency:=none
+run streaming_rollout streaming --sparsity-mode ddim_rollout --target-sparsity 0.98 \
+  --policy-params sampling_noise:=shifted
 python -m sparse_policy_ros.sim.paired "$out/chunked/eval.json" "$out/streaming/eval.json" \
-  "$out/streaming_none/eval.json" --json "$out/paired.json"
+  "$out/streaming_none/eval.json" "$out/streaming_rollout/eval.json" --json "$out/paired.json"
