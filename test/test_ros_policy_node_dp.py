@@ -7,17 +7,14 @@ camera keeps publishing. Real rclpy nodes over loopback DDS.
 """
 
 from diagnostic_msgs.msg import DiagnosticArray
-import numpy as np
 import pytest
 from rclpy.parameter import Parameter
-from sparse_policy_ros.control.safety import JointLimits
 from sparse_policy_ros.policy.dp_import import main as import_dp_checkpoint
 from sparse_policy_ros.ros.diagnostics import status_values
-from sparse_policy_ros.ros.jtc_validation import CommandedMotionChecker
 from sparse_policy_ros.ros.policy_node import PolicyNode
 from test_dp_import import dp_cfg, write_ckpt
-from test_ros_policy_node import (chunks, HOME, JOINTS, latest_status, LOWER, MAX_ACCELERATION,
-                                  MAX_VELOCITY, policy_overrides, SensorFeed, UPPER)
+from test_ros_policy_node import (check_commanded_motion, chunks, JOINTS, latest_status,
+                                  policy_overrides, SensorFeed)
 from trajectory_msgs.msg import JointTrajectory
 
 
@@ -59,13 +56,7 @@ def test_imported_dp_checkpoint_drives_the_arm_through_the_node(
     # Only the joint state subscription: the camera topic has no subscriber of the node's.
     assert ros_harness.node.count_subscribers('camera/front/image_raw') == 0
     assert ros_harness.node.count_subscribers('joint_states') >= 1
-    limits = JointLimits(lower=np.array(LOWER), upper=np.array(UPPER),
-                         max_velocity=np.array(MAX_VELOCITY),
-                         max_acceleration=np.array(MAX_ACCELERATION))
-    checker = CommandedMotionChecker(tuple(JOINTS), limits)
-    for msg in trajectories.snapshot():
-        assert list(msg.joint_names) == JOINTS
-        checker.add(msg, start_position=HOME)
-    checker.finish()
-    assert checker.ok, (checker.rejections[:3], [str(v) for v in checker.violations[:3]])
+    messages = trajectories.snapshot()
+    assert all(list(msg.joint_names) == JOINTS for msg in messages)
+    check_commanded_motion(messages)  # stock-JTC rules and the node's limits, seams included
     feed.running = False
