@@ -22,11 +22,14 @@ out=${3:-results/eval/rollout}
 runs=${RUNS:-/tmp/budget_table_runs}
 mkdir -p "$out"
 export OMP_NUM_THREADS=1
-run() {  # run NAME TARGET NOISE MODES [MODEL]
+run() {  # run NAME TARGET NOISE MODES [MODEL [EVAL ARGS...]]
   local name=$1 target=$2 noise=$3 modes=$4 model=${5:-models/default}
+  shift $(( $# < 5 ? $# : 5 ))
   if [ -f "$out/$name/eval.json" ]; then return; fi
+  local seeds=$seed_start
+  case $name in dist_*) seeds=$(( seed_start + 2000 ));; esac
   eval-policy --model "$model" --int8 --no-deviation --episodes "$episodes" \
-    --seed-start "$seed_start" --modes "$modes" --target-sparsity "$target" \
+    --seed-start "$seeds" --modes "$modes" --target-sparsity "$target" "$@" \
     --executed-actions 1 --consistency prefix --prefix-steps 5 --noise "$noise" \
     --out "$out/$name" > "$out/$name.log" 2>&1
 }
@@ -43,6 +46,22 @@ run() {  # run NAME TARGET NOISE MODES [MODEL]
   run k3_reuse 0.97 fresh pruner "$runs/reuse_0.97"
 ) &
 wait
+# The disturbance variant (the puck shoved or the goal moved once), realtime with one fixed
+# latency for every row (12.1 ms: any call under a control period costs one step), seeds
+# SEED_START + 2000 onward. refresh: ddim_rollout computes all 6 steps of a call whose
+# observation tokens moved more than 0.29 (the 95th percentile of the calls' change on tuning
+# seeds 107000-107019 of this variant).
+dist=(--realtime --latency-ms 12.1 --disturbance either)
+(
+  run dist_k2_fresh 0.98 fresh ddim_searched models/default "${dist[@]}"
+  run dist_k2_shifted 0.98 shifted ddim_rollout models/default "${dist[@]}"
+) &
+(
+  run dist_k2_reuse 0.98 fresh pruner "$runs/reuse_0.98" "${dist[@]}"
+  run dist_k2_refresh 0.98 shifted ddim_rollout models/default "${dist[@]}" \
+    --rollout-refresh 0.29
+) &
+wait
 # Reference first: searched DDIM-k with fresh noise, what a user would pick today.
 python -m sparse_policy_ros.sim.paired "$out/k3_fresh/eval.json:ddim_searched" \
   "$out/k3_fresh/eval.json:ddim_rollout" "$out/k3_shifted/eval.json:ddim_searched" \
@@ -57,3 +76,9 @@ python -m sparse_policy_ros.sim.paired "$out/k2_reuse/eval.json:pruner" \
   "$out/k2_shifted/eval.json:ddim_rollout" --json "$out/paired_k2_rollout_vs_reuse.json"
 python -m sparse_policy_ros.sim.paired "$out/k3_reuse/eval.json:pruner" \
   "$out/k3_shifted/eval.json:ddim_rollout" --json "$out/paired_k3_rollout_vs_reuse.json"
+python -m sparse_policy_ros.sim.paired "$out/dist_k2_fresh/eval.json:ddim_searched" \
+  "$out/dist_k2_reuse/eval.json:pruner" "$out/dist_k2_shifted/eval.json:ddim_rollout" \
+  "$out/dist_k2_refresh/eval.json:ddim_rollout" --json "$out/paired_dist_k2.json"
+python -m sparse_policy_ros.sim.paired "$out/dist_k2_reuse/eval.json:pruner" \
+  "$out/dist_k2_shifted/eval.json:ddim_rollout" "$out/dist_k2_refresh/eval.json:ddim_rollout" \
+  --json "$out/paired_dist_k2_vs_reuse.json"

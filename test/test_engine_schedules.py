@@ -143,3 +143,27 @@ def test_ddim_rollout_repeating_a_call_reproduces_the_full_set():
     with pytest.raises(ValueError, match='computes at most 6 steps per call'):
         SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='ddim_rollout',
                                      target_sparsity=0.9, warmup=False)
+
+
+def test_ddim_rollout_refreshes_every_step_when_the_observation_moved():
+    policy = SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='ddim_rollout',
+                                          target_sparsity=0.98, warmup=False,
+                                          rollout_refresh=0.05)
+    try:
+        obs = default_observation(policy.config)
+        first = policy.predict(obs, generator=torch.Generator().manual_seed(1))
+        assert first.stats.observation_change is None  # nothing to compare with
+        same = policy.predict(obs, noise=first.noise)
+        assert same.stats.observation_change == 0.0
+        assert int((same.stats.decisions == C).all(dim=1).sum()) == 2  # reuses 4 of 6
+        moved = {**obs, OBS_STATE: obs[OBS_STATE] + 1.0}
+        refreshed = policy.predict(moved, noise=first.noise)
+        assert refreshed.stats.observation_change > 0.05
+        assert refreshed.stats.dense_call  # every step computed
+        policy.reset()
+        assert policy.predict(moved, noise=first.noise).stats.observation_change is None
+    finally:
+        policy.close()
+    with pytest.raises(ValueError, match='rollout_refresh must be > 0'):
+        SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='ddim_rollout',
+                                     target_sparsity=0.98, warmup=False, rollout_refresh=0.0)

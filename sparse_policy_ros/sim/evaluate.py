@@ -129,6 +129,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
     history = deque([obs] * config.n_obs_steps, maxlen=config.n_obs_steps)
     stream = ChunkStream(config.n_obs_steps, config.n_action_steps, timing.stream)
     latencies, sparsities, deviations, flops, splices, executed = [], [], [], [], [], []
+    changes = []  # observation change per call (PredictStats.observation_change)
     decision_counts = np.zeros(N_DECISIONS, dtype=np.int64)
     done = False
     call = step = held = 0
@@ -152,6 +153,8 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             chunk = policy.predict(observation, generator=generator,
                                    count_flops_=count_flops and call == 1, prefix=prefix,
                                    noise=noise)
+            if chunk.stats.observation_change is not None:
+                changes.append(chunk.stats.observation_change)
             if chunk.stats.flops is not None:
                 flops.append(chunk.stats.flops)
             else:
@@ -193,6 +196,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
     return {'seed': seed, 'success': bool(env.success), 'latencies_ms': latencies,
             'sparsity': sparsities, 'deviation': deviations, 'flops': flops, 'calls': call,
             'decisions': decision_counts.tolist(), 'steps': step, 'held_steps': held,
+            'observation_change': changes,
             'object_to_goal_start': start_distance, 'object_to_goal_end': env.object_to_goal(),
             'disturbance': (None if getattr(env, 'disturbance', None) is None
                             else env.disturbance.to_dict()),
@@ -204,7 +208,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
                    max_steps: int, env_name: str | None = None,
                    executed_actions: int | None = None,
                    int8_linears: bool = False, timing: Timing | None = None,
-                   disturbance: DisturbanceSpec | None = None) -> list[dict]:
+                   disturbance: DisturbanceSpec | None = None,
+                   rollout_refresh: float | None = None) -> list[dict]:
     """
     All episodes of every mode in ``env_name`` (default: the model's task); a summary per mode.
 
@@ -219,6 +224,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
     and the consistency between chunks (:class:`Timing`; None: synchronous, replanning every
     ``executed_actions`` steps, chunks independent). ``disturbance``: the task's disturbance
     variant (``sim/disturbance.py``; drawn per seed, the same in every mode).
+    ``rollout_refresh``: ddim_rollout computes every step of a call whose observation moved
+    more than this (``SparsePolicy``).
     """
     policies, reference, env = {}, None, None
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
@@ -227,7 +234,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
             policies[mode] = SparsePolicy.from_pretrained(
                 model, device=device, mode=mode,
                 target_sparsity=None if mode == 'dense' else target_sparsity,
-                int8_linears=int8_linears)
+                int8_linears=int8_linears,
+                rollout_refresh=rollout_refresh if mode == 'ddim_rollout' else None)
         if with_deviation and any(mode != 'dense' for mode in modes):
             reference = SparsePolicy.from_pretrained(model, device=device, mode='dense')
         config = policies[modes[0]].config
@@ -280,6 +288,7 @@ def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]
                   'splices': int(sum(r['splices'] for r in results))},
         'action_deviation_by_call': deviation_by_call(results),
         'decision_fractions': decision_fractions(results),
+        'observation_change': change_percentiles(results),
         'failures': failure_breakdown(results),
         'episodes_detail': [{'seed': r['seed'], 'success': r['success'], 'calls': r['calls'],
                              'steps': r['steps'], 'splice_max': r['splice_max'],
@@ -289,6 +298,13 @@ def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]
                              'object_to_goal_end': r['object_to_goal_end'],
                              'deviation': r['deviation']} for r in results],
     }
+
+
+def change_percentiles(results: list[dict]) -> dict:
+    """Percentiles of the calls' relative observation-token change (what rollout_refresh reads)."""
+    changes = [x for r in results for x in r.get('observation_change', [])]
+    return {f'p{q}': (float(np.percentile(changes, q)) if changes else None)
+            for q in (50, 90, 95, 99)}
 
 
 def failure_breakdown(results: list[dict]) -> dict:
@@ -457,6 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--noise', choices=NOISE_CHOICES, default='fresh',
                         help="fresh: a new draw per call; shifted: the last call's initial "
                              'noise moved by the steps since, new rows at the end')
+    parser.add_argument('--rollout-refresh', type=float, default=None,
+                        help='ddim_rollout: compute every step of a call whose observation '
+                             "tokens moved more than this relative change (the report's "
+                             'observation_change percentiles)')
     parser.add_argument('--out', type=Path, default=Path('results/eval'))
     args = parser.parse_args(argv)
     modes = [MODE_ALIASES.get(m.strip(), m.strip()) for m in args.modes.split(',') if m.strip()]
@@ -502,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     target = None if args.target_sparsity < 0 else args.target_sparsity
     rows = evaluate_modes(args.model, modes, args.episodes, args.seed_start, target,
                           args.device, not args.no_deviation, args.max_steps, env_name, executed,
-                          args.int8, timing, disturbance)
+                          args.int8, timing, disturbance, args.rollout_refresh)
     table = markdown_table(rows) + '\n\nDecisions executed (calls after the first of each ' \
         'episode; dense: all calls):\n\n' + decision_table(rows) + \
         '\n\nFailed episodes, puck to goal centre (start of episode vs end):\n\n' + \
@@ -523,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             'realtime': args.realtime, 'latency_ms': args.latency_ms,
             'disturbance': None if disturbance is None else disturbance.to_dict(),
             'consistency': asdict(stream), 'cache_shift': cache_shift, 'noise': args.noise,
+            'rollout_refresh': args.rollout_refresh,
             'device': args.device, 'int8_linears': args.int8}
     if args.device.startswith('cuda') and torch.cuda.is_available():
         meta['device_name'] = torch.cuda.get_device_name(args.device)

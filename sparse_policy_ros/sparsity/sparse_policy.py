@@ -63,6 +63,8 @@ class PredictStats:
     cache_bytes: int = 0  # rollout cache memory
     dense_call: bool = True  # True when every branch was computed (dense mode, sparsity 0)
     cold_call: bool = False  # True when the rollout cache held nothing (first after a reset)
+    # |tokens - last call's tokens| / |last call's tokens| of the observation; None: first call
+    observation_change: float | None = None
     decisions: torch.Tensor | None = field(default=None, repr=False)  # executed [K, nb]
 
 
@@ -119,7 +121,7 @@ class SparsePolicy:
                  async_pruner: bool | None = None, cuda_graphs: bool | None = None,
                  freeze: bool = True, int8_linears: bool = False,
                  ddim_timesteps: dict[int, list[int]] | None = None,
-                 encoder_cache: bool = True):
+                 encoder_cache: bool = True, rollout_refresh: float | None = None):
         """
         Build the policy on ``device`` (see the class and module docs for the modes).
 
@@ -128,6 +130,9 @@ class SparsePolicy:
         ``encoder_cache``: keep the image features of the last frames, so that a frame seen by
         the previous call is not encoded again (policy/frame_cache.py; bit-identical). False
         encodes every frame of every call the same way (the benchmark's ablation).
+        ``rollout_refresh`` (ddim_rollout): a call whose observation tokens moved more than this
+        relative change from the last call's (``PredictStats.observation_change``) computes
+        every step instead of reusing the last calls' (None: never).
         """
         if mode not in MODES:
             raise ValueError(f'mode must be one of {list(MODES)}, got {mode!r}')
@@ -191,6 +196,12 @@ class SparsePolicy:
         self._graphed = GraphedSampler() if use_graphs else None
         self._static = None
         self._rollout_call = 0  # calls since the last reset: the rollout schedule's rotation
+        if rollout_refresh is not None and not rollout_refresh > 0:
+            raise ValueError(f'rollout_refresh must be > 0 (a relative change), got '
+                             f'{rollout_refresh}')
+        self.rollout_refresh = rollout_refresh
+        self._last_tokens: torch.Tensor | None = None
+        self._refresh = False  # this call computes every step (the observation moved)
         if mode in ('dense', 'fora', 'fixed', 'ddim', 'ddim_searched'):
             name = mode if mode in ('fora', 'fixed') else 'dense'
             self._static = static_schedule(name, self.scheduler.num_inference_steps,
@@ -219,7 +230,8 @@ class SparsePolicy:
                         num_inference_steps: int | None = None, warmup: bool = True,
                         seed: int = 0, async_pruner: bool | None = None,
                         cuda_graphs: bool | None = None,
-                        int8_linears: bool = False) -> 'SparsePolicy':
+                        int8_linears: bool = False,
+                        rollout_refresh: float | None = None) -> 'SparsePolicy':
         """
         Load a model folder.
 
@@ -239,7 +251,8 @@ class SparsePolicy:
         return cls(model, pruner, mode=mode, target_sparsity=target_sparsity,
                    num_inference_steps=num_inference_steps, device=device, warmup=warmup,
                    seed=seed, async_pruner=async_pruner, cuda_graphs=cuda_graphs,
-                   int8_linears=int8_linears, ddim_timesteps=sets)
+                   int8_linears=int8_linears, ddim_timesteps=sets,
+                   rollout_refresh=rollout_refresh)
 
     @classmethod
     def random_init(cls, config: PolicyConfig, device: str = 'cpu', mode: str = 'fixed',
@@ -268,6 +281,7 @@ class SparsePolicy:
         """Forget the rollout cache: the next call computes what it would have reused from it."""
         self.cache.reset()
         self._rollout_call = 0
+        self._last_tokens = None
 
     @torch.inference_mode()
     def shift_cache(self, steps: int) -> None:
@@ -367,6 +381,13 @@ class SparsePolicy:
         start = time.perf_counter()
         obs_tokens = self.encode(images, state, stats)
         stats.encoder_ms = (time.perf_counter() - start) * 1e3
+        if self._last_tokens is not None and self._last_tokens.shape == obs_tokens.shape:
+            stats.observation_change = float(
+                torch.linalg.vector_norm(obs_tokens - self._last_tokens)
+                / torch.linalg.vector_norm(self._last_tokens).clamp_min(1e-12))
+        self._last_tokens = obs_tokens
+        self._refresh = (self.rollout_refresh is not None and stats.observation_change is not None
+                         and stats.observation_change > self.rollout_refresh)
         memory = condition_all_steps(self.model, obs_tokens, self.scheduler,
                                      self._time_memory)  # (K, 1, L, E)
         self._sync()
@@ -460,6 +481,8 @@ class SparsePolicy:
     def _planned_static(self) -> torch.Tensor:
         if self._static is not None:
             return self._static
+        if self.mode == 'ddim_rollout' and self._refresh:
+            return dense_decisions(self.scheduler.num_inference_steps, self.n_branches)
         if self.mode == 'ddim_rollout':
             return rollout_schedule(self.scheduler.num_inference_steps, self.n_branches,
                                     self.rollout_computed, self._rollout_call)
