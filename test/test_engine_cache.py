@@ -187,3 +187,21 @@ def test_shift_refuses_a_negative_or_non_integer_step_count():
         with pytest.raises(ValueError, match='cache shift must be an int >= 0'):
             cache.shift(bad)
     RolloutCache().shift(2)  # nothing stored: nothing to move
+
+
+def test_only_policies_that_read_earlier_calls_move_their_cache():
+    # Moving the cache costs a copy of it every call: a policy whose decisions never read
+    # earlier calls (static schedules, the shipped table pruner) leaves it where it is.
+    config = PolicyConfig(**TINY)
+    fixed = SparsePolicy.random_init(config, mode='fixed', target_sparsity=0.5, warmup=False)
+    fixed.predict(observation(config), generator=torch.Generator().manual_seed(4))
+    stored = fixed.cache._store.clone()
+    assert not fixed.reads_rollout_cache
+    fixed.shift_cache(3)
+    assert torch.equal(fixed.cache._store, stored)
+    pruner = SparsePolicy.random_init(config, mode='pruner', target_sparsity=0.5, warmup=False)
+    assert pruner.reads_rollout_cache  # a learned pruner may choose reuse-rollout
+    pruner.predict(observation(config), generator=torch.Generator().manual_seed(4))
+    stored = pruner.cache._store.clone()
+    pruner.shift_cache(3)
+    assert not torch.equal(pruner.cache._store, stored)
