@@ -301,7 +301,7 @@ def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]
 
 
 def change_percentiles(results: list[dict]) -> dict:
-    """Percentiles of the calls' relative observation-token change (what rollout_refresh reads)."""
+    """Percentiles of the calls' observation-token change (ddim_rollout only; else None)."""
     changes = [x for r in results for x in r.get('observation_change', [])]
     return {f'p{q}': (float(np.percentile(changes, q)) if changes else None)
             for q in (50, 90, 95, 99)}

@@ -63,7 +63,7 @@ class PredictStats:
     cache_bytes: int = 0  # rollout cache memory
     dense_call: bool = True  # True when every branch was computed (dense mode, sparsity 0)
     cold_call: bool = False  # True when the rollout cache held nothing (first after a reset)
-    # |tokens - last call's tokens| / |last call's tokens| of the observation; None: first call
+    # ddim_rollout: |tokens - last call's| / |last call's| of the observation; None: first call
     observation_change: float | None = None
     decisions: torch.Tensor | None = field(default=None, repr=False)  # executed [K, nb]
 
@@ -400,11 +400,12 @@ class SparsePolicy:
         start = time.perf_counter()
         obs_tokens = self.encode(images, state, stats)
         stats.encoder_ms = (time.perf_counter() - start) * 1e3
-        if self._last_tokens is not None and self._last_tokens.shape == obs_tokens.shape:
-            stats.observation_change = float(
-                torch.linalg.vector_norm(obs_tokens - self._last_tokens)
-                / torch.linalg.vector_norm(self._last_tokens).clamp_min(1e-12))
-        self._last_tokens = obs_tokens
+        if self.mode == 'ddim_rollout':  # what rollout_refresh reads; no other mode needs it
+            if self._last_tokens is not None and self._last_tokens.shape == obs_tokens.shape:
+                stats.observation_change = float(
+                    torch.linalg.vector_norm(obs_tokens - self._last_tokens)
+                    / torch.linalg.vector_norm(self._last_tokens).clamp_min(1e-12))
+            self._last_tokens = obs_tokens
         self._refresh = (self.rollout_refresh is not None and stats.observation_change is not None
                          and stats.observation_change > self.rollout_refresh)
         memory = condition_all_steps(self.model, obs_tokens, self.scheduler,
