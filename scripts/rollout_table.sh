@@ -29,9 +29,9 @@ run() {  # run NAME TARGET NOISE MODES [MODEL [EVAL ARGS...]]
   local seeds=$seed_start
   case $name in dist_*) seeds=$(( seed_start + 2000 ));; esac
   eval-policy --model "$model" --int8 --no-deviation --episodes "$episodes" \
-    --seed-start "$seeds" --modes "$modes" --target-sparsity "$target" "$@" \
-    --executed-actions 1 --consistency prefix --prefix-steps 5 --noise "$noise" \
-    --out "$out/$name" > "$out/$name.log" 2>&1
+    --seed-start "$seeds" --modes "$modes" --target-sparsity "$target" \
+    --executed-actions 1 --consistency prefix --prefix-steps 5 --noise "$noise" "$@" \
+    --out "$out/$name" > "$out/$name.log" 2>&1  # later arguments win
 }
 (
   run k3_shifted 0.97 shifted ddim_searched,ddim_rollout
@@ -61,6 +61,10 @@ dist=(--realtime --latency-ms 12.1 --disturbance either)
   run dist_k2_refresh 0.98 shifted ddim_rollout models/default "${dist[@]}" \
     --rollout-refresh 0.29
 ) &
+# Issue 21's bar on this variant: chunked-8 dense at its own measured p50 (97.3 ms, the
+# equal-budget table's).
+run dist_chunk8_dense 0.94 fresh dense models/default "${dist[@]}" --latency-ms 97.3 \
+  --executed-actions 8 --consistency none
 wait
 # Reference first: searched DDIM-k with fresh noise, what a user would pick today.
 python -m sparse_policy_ros.sim.paired "$out/k3_fresh/eval.json:ddim_searched" \
@@ -82,3 +86,6 @@ python -m sparse_policy_ros.sim.paired "$out/dist_k2_fresh/eval.json:ddim_search
 python -m sparse_policy_ros.sim.paired "$out/dist_k2_reuse/eval.json:pruner" \
   "$out/dist_k2_shifted/eval.json:ddim_rollout" "$out/dist_k2_refresh/eval.json:ddim_rollout" \
   --json "$out/paired_dist_k2_vs_reuse.json"
+python -m sparse_policy_ros.sim.paired "$out/dist_chunk8_dense/eval.json:dense" \
+  "$out/dist_k2_reuse/eval.json:pruner" "$out/dist_k2_refresh/eval.json:ddim_rollout" \
+  --json "$out/paired_dist_vs_chunked_dense.json"
