@@ -224,6 +224,13 @@ class PolicyNode(LifecycleNode):
         if self._output_type in ('forward_position', 'both'):
             self._output.forward_pub = self.create_lifecycle_publisher(
                 Float64MultiArray, settings['forward_position_topic'], COMMAND_QOS)
+        if policy.mode == 'ddim_rollout' and (self._replan_mode != 'streaming'
+                                              or settings['sampling_noise'] != 'shifted'):
+            self.get_logger().warning(
+                f'sparsity_mode ddim_rollout reuses steps computed by earlier calls: it is made '
+                f'for replan_mode streaming with sampling_noise shifted (got '
+                f"{self._replan_mode}, {settings['sampling_noise']}); with fresh noise it "
+                'failed almost every episode in evaluation (README)')
         if settings['model_path'] == RANDOM_MODEL:
             self.get_logger().warning(
                 '!!! RANDOM WEIGHTS: model_path is random; the arm will move meaninglessly '
