@@ -125,7 +125,8 @@ def test_ddim_rollout_streams_reusing_the_last_calls_steps(ros_harness, make_pol
     diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
     SensorFeed(ros_harness, rate=20.0)
     node = make_policy_node(model_path=str(default_model_dir()), sparsity_mode='ddim_rollout',
-                            target_sparsity=0.97, sampling_noise='shifted', **STREAMING)
+                            target_sparsity=0.97, sampling_noise='shifted',
+                            rollout_refresh=0.29, **STREAMING)
     ros_harness.wait_for(lambda: len(chunks(trajectories)) >= 15, 30.0, '15 chunks')
     status = status_after(ros_harness, diagnostics, 'sparsity_mean')
     assert status['sparsity_mode'] == 'ddim_rollout'
@@ -133,4 +134,5 @@ def test_ddim_rollout_streams_reusing_the_last_calls_steps(ros_harness, make_pol
     assert 0.955 < float(status['sparsity_mean']) <= 0.970 + 1e-6
     assert status['rejected_observation_invalid'] == '0'
     assert node._last_noise is not None  # the next call continues it
+    assert node._policy.rollout_refresh == 0.29
     check_commanded_motion(trajectories.snapshot())

@@ -154,6 +154,10 @@ POLICY_PARAMS = (
               'inference delay kept in each new chunk.', RUNTIME, value_range=(0, 1000)),
     ParamSpec('prefix_until', 1.0, 'streaming prefix: fraction of the denoising steps the '
               'committed actions are imposed on.', RUNTIME, value_range=(0.01, 1.0)),
+    ParamSpec('rollout_refresh', 0.0, 'ddim_rollout: a call whose observation tokens moved '
+              'more than this relative change from the last call computes every step (0 = '
+              'never; 0.29 in the disturbance evaluation).', CONFIGURE,
+              value_range=(0.0, 100.0)),
     ParamSpec('sampling_noise', 'fresh', 'streaming: fresh = new initial noise per call; '
               "shifted = the last call's noise moved by the control steps since, new rows at "
               'the end (what ddim_rollout needs: its reused steps came from that noise).',

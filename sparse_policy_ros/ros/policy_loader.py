@@ -73,6 +73,9 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str, lis
     target = settings['target_sparsity']
     target = None if target < 0 else float(target)
     steps = int(settings['num_inference_steps']) or None
+    refresh = settings.get('rollout_refresh') or None  # 0 = never
+    if settings['sparsity_mode'] != 'ddim_rollout':
+        refresh = None
     # True = wherever the device allows (CUDA only), False = never.
     graphs = None if settings['cuda_graphs'] else False
     int8, int8_warning = int8_for_device(settings['int8_linears'],
@@ -94,7 +97,8 @@ def load_sparse_policy(settings: dict[str, Any]) -> tuple[SparsePolicy, str, lis
                                               target_sparsity=target,
                                               num_inference_steps=steps, warmup=True,
                                               seed=int(settings['seed']), cuda_graphs=graphs,
-                                              int8_linears=int8)
+                                              int8_linears=int8,
+                                              rollout_refresh=refresh)
         source = str(path)
     config = policy.config
     problems = []
