@@ -8,12 +8,26 @@ Usage::
     python -m sparse_policy_ros.bench --quick         # tiny config, a smoke run in seconds
     python -m sparse_policy_ros.bench --module-calls  # + each sparse row without the frozen view
     python -m sparse_policy_ros.bench --int8          # + dense and each sparse row in int8 (CPU)
+    python -m sparse_policy_ros.bench --frames sliding --uncached-rows
+                                                      # streaming windows; + rows without the
+                                                      # frame-feature cache
 
 Every row runs the same sequence of observations through ``SparsePolicy.predict``: warm-up
 calls first (the first call after a reset computes what it would reuse from earlier calls),
 then ``--calls`` timed calls (wall clock around ``predict``), then one more call under
 FlopCounterMode. Timed calls are interleaved in
 rounds (one call of every row per round) so that background load affects all rows alike.
+``--frames fresh`` gives every call new camera frames (chunked replanning: no frame repeats);
+``--frames sliding`` shifts the observation window by one frame per call, as streaming replanning
+at the camera rate sees it, so the frame-feature cache encodes one frame per call.
+
+The time split of a call (CPU; on CUDA the per-step split would add a synchronization per step,
+so it is left out there): image + state encoder, conditioning of all steps, the wait for the
+pruner, steps that computed a branch, steps that only reused, and the rest (``other``: Python
+between steps, the final copy). Each row also gets its FLOP floor: its FLOPs at the float32
+matmul rate this machine reaches on one large square matmul (``gemm_gflops``, measured in the
+same run with the same threads) and at the rate of the model's own branch-sized matmul
+(``branch_gemm_gflops``: horizon x width times width x 4 width); ``x_floor`` is p50 over each.
 Speedups and FLOP reductions are relative to the dense row of the same run. Without a trained
 pruner the pruner rows use a randomly initialised one: its decisions carry no skill, but with a
 target sparsity it still computes exactly round((1 - s) * K * n_branches) entries, so latency
@@ -59,7 +73,9 @@ QUICK_CONFIG = PolicyConfig(
 ROW_FIELDS = ('label', 'mode', 'target_sparsity', 'async_pruner', 'frozen', 'int8_linears',
               'steps', 'calls',
               'latency_ms', 'speedup_p50', 'flops', 'flop_reduction', 'sparsity',
-              'cache_bytes', 'split_ms', 'decision_mix')
+              'cache_bytes', 'split_ms', 'decision_mix', 'frame_cache', 'frames_encoded',
+              'floor_ms', 'x_floor')
+FRAME_MODES = ('fresh', 'sliding')
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,6 +106,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--int8', action='store_true',
                         help='add a row per dense and sparse row: the same policy with its '
                              'branch matmuls in dynamic int8 (CPU only), timed side by side')
+    parser.add_argument('--frames', choices=FRAME_MODES, default='fresh',
+                        help='fresh: new frames every call (chunked replanning); sliding: the '
+                             'window moves one frame per call (streaming at the camera rate)')
+    parser.add_argument('--uncached-rows', action='store_true',
+                        help='add a row per row without the frame-feature cache (every frame '
+                             'of every call encoded); with --frames sliding this is what the '
+                             'cache saves')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', type=Path, default=Path('results/bench'),
                         help='folder for the JSON and markdown results')
@@ -137,6 +160,24 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def matmul_gflops(m: int, k: int, n: int, seconds: float = 0.3) -> float:
+    """Float32 GFLOP/s of repeated (m, k) @ (k, n) products with torch's current threads."""
+    a = torch.randn(m, k)
+    b = torch.randn(k, n)
+    out = torch.empty(m, n)
+    for _ in range(3):
+        torch.matmul(a, b, out=out)
+    reps = 0
+    start = time.perf_counter()
+    while True:
+        for _ in range(10):
+            torch.matmul(a, b, out=out)
+        reps += 10
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return 2.0 * m * k * n * reps / elapsed / 1e9
+
+
 def random_pruner(config: PolicyConfig, seed: int) -> Pruner:
     """Untrained pruner whose head is re-drawn so its decisions vary with the observation."""
     torch.manual_seed(seed)
@@ -166,18 +207,32 @@ def build_model(args: argparse.Namespace) -> tuple[DiffusionPolicy, Pruner, dict
     return model, pruner, {'model': f'random init ({name})', 'pruner': 'random (untrained)'}
 
 
-def make_observations(config: PolicyConfig, count: int, seed: int) -> list[dict]:
-    """Random camera frames and a joint-state random walk, the same for every row."""
+def make_observations(config: PolicyConfig, count: int, seed: int,
+                      frames: str = 'fresh') -> list[dict]:
+    """
+    Random camera frames and a joint-state random walk, the same for every row.
+
+    ``frames='sliding'``: call i sees frames i .. i + n_obs_steps - 1 of one stream (each call
+    shares all but its newest frame with the one before); 'fresh': new frames every call.
+    """
+    if frames not in FRAME_MODES:
+        raise ValueError(f'frames must be one of {list(FRAME_MODES)}, got {frames!r}')
     rng = np.random.default_rng(seed)
     _, h, w = config.image_shape
+    n_obs = config.n_obs_steps
     state = rng.uniform(-1.0, 1.0, config.state_dim)
+    stream = {c: rng.integers(0, 256, (count + n_obs - 1, h, w, 3), dtype=np.uint8)
+              for c in config.camera_names} if frames == 'sliding' else None
     out = []
-    for _ in range(count):
+    for i in range(count):
         state = np.clip(state + rng.normal(0.0, 0.05, config.state_dim), -3.0, 3.0)
-        history = np.stack([state] * config.n_obs_steps).astype(np.float32)
-        out.append({OBS_IMAGES: {c: rng.integers(0, 256, (config.n_obs_steps, h, w, 3),
-                                                 dtype=np.uint8)
-                                 for c in config.camera_names},
+        history = np.stack([state] * n_obs).astype(np.float32)
+        if stream is not None:
+            images = {c: stream[c][i:i + n_obs] for c in config.camera_names}
+        else:
+            images = {c: rng.integers(0, 256, (n_obs, h, w, 3), dtype=np.uint8)
+                      for c in config.camera_names}
+        out.append({OBS_IMAGES: images,
                     OBS_STATE: history})
     return out
 
@@ -187,7 +242,7 @@ class RowRunner:
 
     def __init__(self, model: DiffusionPolicy, pruner: Pruner, mode: str,
                  target: float | None, async_pruner: bool | None, args: argparse.Namespace,
-                 view: str = 'frozen'):
+                 view: str = 'frozen', frame_cache: bool = True):
         self.mode = mode
         self.target = target
         self.frozen = view != 'modules'
@@ -197,13 +252,19 @@ class RowRunner:
             # The frozen view lives on the model, which the other rows share: a copy of its own.
             model = copy.deepcopy(model)
             self.label += ', module calls' if view == 'modules' else ', int8'
+        if not frame_cache:
+            self.label += ', no frame cache'
+        self.frame_cache = frame_cache
         sets = (load_ddim_timesteps(args.model, model.config)
                 if mode == 'ddim_searched' else None)
         self.policy = SparsePolicy(model, pruner if mode == 'pruner' else None, mode=mode,
                                    target_sparsity=target, device=args.device, warmup=True,
                                    seed=args.seed, async_pruner=async_pruner,
                                    freeze=self.frozen, int8_linears=self.int8,
-                                   ddim_timesteps=sets)
+                                   ddim_timesteps=sets, encoder_cache=frame_cache)
+        # The per-step split costs two clock reads per step on a CPU; on CUDA it would
+        # synchronize every step (and bypass CUDA graphs), changing what is measured.
+        self.policy.profile_steps = self.policy.device.type == 'cpu'
         self.wall: list[float] = []
         self.stats = []
 
@@ -232,6 +293,7 @@ class RowRunner:
         split = {'encode': median('encode_ms'), 'pruner_wait': median('pruner_ms'),
                  'pruner_run': median('pruner_run_ms'), 'denoise': median('denoise_ms')}
         split['other'] = float(np.median(wall)) - split['encode'] - split['denoise']
+        split.update(step_split(stats, wall))
         return {
             'label': self.label, 'mode': self.mode, 'target_sparsity': self.target,
             'async_pruner': policy.async_pruner if self.mode == 'pruner' else None,
@@ -244,11 +306,45 @@ class RowRunner:
             'speedup_p50': None, 'flops': int(counted.flops), 'flop_reduction': None,
             'sparsity': float(np.mean([s.sparsity for s in stats])),
             'cache_bytes': int(counted.cache_bytes), 'split_ms': split, 'decision_mix': mix,
+            'frame_cache': self.frame_cache,
+            'frames_encoded': float(np.mean([s.frames_encoded for s in stats])),
+            'floor_ms': None, 'x_floor': None,
         }
 
 
+def step_split(stats: list, wall: list[float]) -> dict[str, Any]:
+    """
+    Per-call means of the split of a call (ms): encoder, condition, pruner wait, steps, other.
+
+    Means, not medians, so that the parts add up to the mean call. Empty when the calls were
+    not profiled (CUDA).
+    """
+    if not stats or stats[0].computed_steps_ms is None:
+        return {}
+
+    def mean(name: str) -> float:
+        return float(np.mean([getattr(s, name) for s in stats]))
+
+    split = {'mean_call': float(np.mean(wall)), 'encoder': mean('encoder_ms'),
+             'condition': mean('encode_ms') - mean('encoder_ms'),
+             'computed_steps': mean('computed_steps_ms'), 'reuse_steps': mean('reuse_steps_ms'),
+             'n_computed_steps': mean('computed_steps'), 'n_reuse_steps': mean('reuse_steps')}
+    split['rest'] = (split['mean_call'] - mean('encode_ms') - mean('pruner_ms')
+                     - split['computed_steps'] - split['reuse_steps'])
+    split['per_computed_step'] = (split['computed_steps'] / split['n_computed_steps']
+                                  if split['n_computed_steps'] else None)
+    split['per_reuse_step'] = (split['reuse_steps'] / split['n_reuse_steps']
+                               if split['n_reuse_steps'] else None)
+    return split
+
+
 def plan_rows(args: argparse.Namespace, device: torch.device) -> list[tuple]:
-    """(mode, target, async_pruner, view) for every row, dense first; view: frozen/modules/int8."""
+    """
+    (mode, target, async_pruner, view, frame_cache) for every row, dense first.
+
+    view: frozen / modules / int8; with ``--uncached-rows`` each row is followed by its copy
+    without the frame-feature cache.
+    """
     rows = [('dense', None, None, 'frozen')]
     if args.int8:
         rows.append(('dense', None, None, 'int8'))
@@ -266,7 +362,12 @@ def plan_rows(args: argparse.Namespace, device: torch.device) -> list[tuple]:
                 rows.append((mode, target, overlap, 'modules'))
             if args.int8:
                 rows.append((mode, target, overlap, 'int8'))
-    return rows
+    planned = []
+    for row in rows:
+        planned.append(row + (True,))
+        if args.uncached_rows:
+            planned.append(row + (False,))
+    return planned
 
 
 def check_targets(rows: list[dict]) -> dict[str, Any]:
@@ -307,6 +408,33 @@ def markdown_table(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def split_table(rows: list[dict]) -> str:
+    """Where each row's mean call goes, and how far its p50 is from its FLOP floor."""
+    head = ('| mode | mean ms | encoder | condition | pruner wait | computed steps (n x ms) '
+            '| reuse steps (n x ms) | rest | frames encoded | floor ms (large / branch matmul) '
+            '| p50 / floor |')
+    lines = [head, '|' + ' --- |' * 11]
+    for row in rows:
+        split = row['split_ms']
+        if 'mean_call' not in split:
+            continue
+
+        def steps(kind: str) -> str:
+            n, per = split[f'n_{kind}_steps'], split[f'per_{kind}_step']
+            return f"{split[f'{kind}_steps']:.1f} ({n:.0f} x {per:.3f})" if n else '0'
+
+        floor, ratio = row['floor_ms'], row['x_floor']
+        wait = split['pruner_wait'] if row['mode'] == 'pruner' else 0.0
+        lines.append(
+            f"| {_row_name(row)} | {split['mean_call']:.1f} | {split['encoder']:.1f} "
+            f"| {split['condition']:.2f} | {wait:.2f} "
+            f"| {steps('computed')} | {steps('reuse')} | {split['rest']:.2f} "
+            f"| {row['frames_encoded']:.1f} "
+            f"| {floor['gemm_gflops']:.2f} / {floor['branch_gemm_gflops']:.2f} "
+            f"| {ratio['gemm_gflops']:.1f}x / {ratio['branch_gemm_gflops']:.1f}x |")
+    return '\n'.join(lines) if len(lines) > 2 else ''
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every row; returns the full result record."""
     if args.threads is not None:
@@ -315,10 +443,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.device = str(device)
     model, pruner, source = build_model(args)
     config = model.config
-    observations = make_observations(config, args.warmup + args.calls + 1, args.seed)
-    runners = [RowRunner(model, pruner, mode, target, overlap, args, view)
-               for mode, target, overlap, view in tqdm(plan_rows(args, device),
-                                                       desc='build', unit='row')]
+    observations = make_observations(config, args.warmup + args.calls + 1, args.seed,
+                                     args.frames)
+    runners = [RowRunner(model, pruner, mode, target, overlap, args, view, cached)
+               for mode, target, overlap, view, cached in tqdm(plan_rows(args, device),
+                                                               desc='build', unit='row')]
     for i in range(args.warmup):
         for runner in runners:
             runner.call(observations[i], timed=False)
@@ -329,13 +458,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runner.call(observations[args.warmup + i])
     rows = [runner.finish(observations[-1]) for runner in runners]
     dense = rows[0]
+    rates = {'gemm_gflops': matmul_gflops(1024, 1024, 1024),
+             'branch_gemm_gflops': matmul_gflops(config.horizon, config.n_emb,
+                                                 4 * config.n_emb)}
     for row in rows:
         row['speedup_p50'] = dense['latency_ms']['p50'] / row['latency_ms']['p50']
         row['flop_reduction'] = 1.0 - row['flops'] / dense['flops']
+        row['floor_ms'] = {name: row['flops'] / (rate * 1e9) * 1e3
+                           for name, rate in rates.items()}
+        row['x_floor'] = {name: row['latency_ms']['p50'] / floor
+                          for name, floor in row['floor_ms'].items()}
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     return {
         'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-        'machine': machine_info(device), 'source': source, 'settings': settings,
+        'machine': {**machine_info(device), **rates}, 'source': source,
+        'settings': settings,
         'policy_config': config.to_dict(), 'n_branches': config.n_branches,
         'rows': rows, 'targets': check_targets(rows),
     }
@@ -358,6 +495,12 @@ def write_results(record: dict[str, Any], out: Path) -> tuple[Path, Path]:
              f"{record['settings']['warmup']} warm-up calls; latency is wall clock around "
              f'predict(); speedup and FLOPs saved are relative to dense in this run', '',
              markdown_table(record['rows']), '', _targets_text(record['targets']), '']
+    split = split_table(record['rows'])
+    if split:
+        lines += [f"Time split (per-call means, ms; {record['settings']['frames']} frames) and "
+                  f"FLOP floor: float32 matmul at {machine['gemm_gflops']:.1f} GFLOP/s "
+                  f"(1024^3) and {machine['branch_gemm_gflops']:.1f} GFLOP/s (the branch's "
+                  'shape), measured in this run', '', split, '']
     md_path.write_text('\n'.join(lines))
     return json_path, md_path
 
@@ -381,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(record['rows']))
     print()
     print(_targets_text(record['targets']))
+    split = split_table(record['rows'])
+    if split:
+        print()
+        print(split)
     print(f'\nwrote {json_path} and {md_path}')
     return 0
 

@@ -24,8 +24,20 @@ def test_quick_bench_writes_complete_json_and_markdown(tmp_path, capsys):
         assert set(ROW_FIELDS) <= set(row), set(ROW_FIELDS) - set(row)
         assert row['calls'] == 2
         assert set(row['latency_ms']) == {'p50', 'p99', 'mean', 'min', 'max'}
-        assert set(row['split_ms']) == {'encode', 'pruner_wait', 'pruner_run', 'denoise',
-                                        'other'}
+        split = row['split_ms']
+        assert {'encode', 'pruner_wait', 'pruner_run', 'denoise', 'other'} <= set(split)
+        # The CPU split: every step is a computed or a reuse step, and the parts add up.
+        steps = row['steps']
+        assert split['n_computed_steps'] + split['n_reuse_steps'] == steps
+        if row['mode'] in ('dense', 'ddim'):
+            assert split['n_reuse_steps'] == 0
+        if row['mode'] == 'fora' and row['target_sparsity'] == 0.5:
+            assert split['n_computed_steps'] == 5
+        # The measured parts fit inside the call (nothing counted twice).
+        assert split['rest'] >= -0.02 * split['mean_call'], split
+        assert min(split['computed_steps'], split['reuse_steps'], split['encoder']) >= 0.0
+        assert set(row['floor_ms']) == {'gemm_gflops', 'branch_gemm_gflops'}
+        assert row['floor_ms']['gemm_gflops'] > 0 and row['x_floor']['gemm_gflops'] > 0
         assert row['flops'] > 0 and row['cache_bytes'] > 0 and row['speedup_p50'] > 0
         assert abs(sum(row['decision_mix'].values()) - 1.0) < 1e-6
         seen.add((row['mode'], row['target_sparsity'], row['async_pruner']))
@@ -40,6 +52,7 @@ def test_quick_bench_writes_complete_json_and_markdown(tmp_path, capsys):
         'pruner @ 0.95 (overlapped)']
     markdown = md_path.read_text()
     assert '| dense |' in markdown and 'pruner @ 0.8 (overlapped)' in markdown
+    assert 'Time split' in markdown and record['machine']['gemm_gflops'] > 0
     assert '| dense |' in capsys.readouterr().out
 
 
@@ -74,3 +87,29 @@ def test_int8_rows_time_the_int8_engine_beside_the_float_one(tmp_path):
         assert exact['sparsity'] == int8['sparsity']
         # The int8 matmuls are counted like the float ones they replace.
         assert exact['flops'] == int8['flops'] > 0
+
+
+def test_sliding_frames_encode_one_frame_per_call_and_uncached_rows_encode_all(tmp_path):
+    assert main(['--quick', '--calls', '3', '--sparsity', '0.8', '--modes', 'fora',
+                 '--frames', 'sliding', '--uncached-rows', '--device', 'cpu',
+                 '--out', str(tmp_path)]) == 0
+    [json_path] = tmp_path.glob('bench-*.json')
+    record = json.loads(json_path.read_text())
+    rows = record['rows']
+    assert [(r['label'], r['frame_cache']) for r in rows] == [
+        ('dense', True), ('dense, no frame cache', False), ('fora @ 0.8', True),
+        ('fora @ 0.8, no frame cache', False)]
+    n_obs = record['policy_config']['n_obs_steps']
+    for row in rows:
+        # The window moves one frame per call: the cache encodes only the newest.
+        assert row['frames_encoded'] == (1.0 if row['frame_cache'] else n_obs), row['label']
+        assert row['split_ms']['encoder'] > 0
+
+
+def test_fresh_frames_leave_the_frame_cache_nothing_to_reuse(tmp_path):
+    assert main(['--quick', '--calls', '2', '--sparsity', '0.8', '--modes', 'ddim',
+                 '--device', 'cpu', '--out', str(tmp_path)]) == 0
+    [json_path] = tmp_path.glob('bench-*.json')
+    rows = json.loads(json_path.read_text())['rows']
+    n_obs = json.loads(json_path.read_text())['policy_config']['n_obs_steps']
+    assert [r['frames_encoded'] for r in rows] == [n_obs, n_obs]

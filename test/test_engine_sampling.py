@@ -492,3 +492,25 @@ def test_policy_continues_a_calls_noise_from_its_own_generator():
     assert not torch.equal(nxt.initial[:, horizon - 2:], chunk.noise.initial[:, :2].cpu())
     assert (nxt.per_step is None) == (chunk.noise.per_step is None)
     policy.predict(observation(config), noise=nxt)  # fits the policy's scheduler
+
+
+@pytest.mark.parametrize('mode', ['fora', 'dense'])
+def test_profiled_steps_leave_the_actions_as_they_are_and_count_every_step(mode):
+    config = PolicyConfig(**TINY)
+    target = None if mode == 'dense' else 0.5
+    plain = SparsePolicy.random_init(config, mode=mode, target_sparsity=target, seed=0,
+                                     warmup=False)
+    profiled = SparsePolicy(plain.model, mode=mode, target_sparsity=target, device='cpu',
+                            warmup=False)
+    profiled.profile_steps = True
+    obs = observation(config, 1)
+    a = plain.predict(obs, generator=torch.Generator().manual_seed(3))
+    b = profiled.predict(obs, generator=torch.Generator().manual_seed(3))
+    assert np.array_equal(a.actions, b.actions)
+    assert a.stats.computed_steps_ms is None and a.stats.computed_steps is None
+    steps = profiled.scheduler.num_inference_steps
+    # fora @ 0.5 computes every branch at every other step and reuses all at the rest.
+    expected = steps if mode == 'dense' else steps // 2
+    assert (b.stats.computed_steps, b.stats.reuse_steps) == (expected, steps - expected)
+    assert b.stats.computed_steps_ms > 0 and b.stats.reuse_steps_ms >= 0
+    assert b.stats.computed_steps_ms + b.stats.reuse_steps_ms <= b.stats.denoise_ms

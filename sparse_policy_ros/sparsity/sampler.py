@@ -1,5 +1,7 @@
 """The one sparse sampler: executes any decisions tensor, skipping every reused branch."""
 
+from dataclasses import dataclass, field
+import time
 from typing import Callable
 
 import torch
@@ -16,11 +18,46 @@ REUSE_BLOCK = int(Decision.REUSE_BLOCK)
 REUSE_STEP = int(Decision.REUSE_STEP)
 
 
+@dataclass
+class StepTimes:
+    """
+    Wall time of the denoising steps of one call, split by whether a step computed a branch.
+
+    A step that computes at least one branch counts as computed, one that only reuses as a
+    reuse step. The time the loop waits for the decisions (the pruner) is not in either.
+    ``sync`` runs before each clock read (``torch.cuda.synchronize`` on a GPU: kernels are
+    asynchronous, so without it the split would measure launches, not work).
+    """
+
+    sync: Callable[[], None] = field(default=lambda: None, repr=False)
+    computed_ms: float = 0.0
+    reuse_ms: float = 0.0
+    computed_steps: int = 0
+    reuse_steps: int = 0
+
+    def add(self, computed: bool, started: float) -> None:
+        """Count one step that began at ``started`` (``time.perf_counter``) and just ended."""
+        self.sync()
+        elapsed = (time.perf_counter() - started) * 1e3
+        if computed:
+            self.computed_ms += elapsed
+            self.computed_steps += 1
+        else:
+            self.reuse_ms += elapsed
+            self.reuse_steps += 1
+
+    def start(self) -> float:
+        """Return the clock at the start of a step, after the work queued before it."""
+        self.sync()
+        return time.perf_counter()
+
+
 def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: NoiseScheduler,
                   noise: SamplingNoise, cache: RolloutCache,
                   get_decisions: Callable[[], torch.Tensor],
                   cross_kv: list[torch.Tensor] | None = None,
-                  prefix: PrefixCondition | None = None) -> torch.Tensor:
+                  prefix: PrefixCondition | None = None,
+                  step_times: StepTimes | None = None) -> torch.Tensor:
     """
     Denoise with per-(step, branch) reuse; returns unnormalized actions (B, T, Da).
 
@@ -31,6 +68,7 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     cross-attention keys/values, ``DiffusionTransformer.cross_kv_steps``).
     ``prefix``: rows of the sample fixed to committed actions before every step and in the
     result (``policy/prefix.py``); None leaves the arithmetic untouched.
+    ``step_times``: when given, each step's wall time is added to it (computed or reuse step).
     """
     net = model.transformer
     n_branches = len(net.branches)
@@ -50,6 +88,7 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
         if k == 1:
             rows = get_decisions().tolist()
             all_step_reuse = [row.count(REUSE_STEP) == n_branches for row in rows]
+        started = step_times.start() if step_times is not None else 0.0
         if rows is not None and all_step_reuse[k] and not net.training:
             if latest_sum is None:
                 latest_sum = step_latest[0]
@@ -60,6 +99,8 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
                                noise.at(k))
             if prefix is not None:
                 prefix.apply(k + 1, x)
+            if step_times is not None:
+                step_times.add(False, started)
             continue
         row = rows[k] if rows is not None else [COMPUTE] * n_branches
         if COMPUTE in row:
@@ -83,6 +124,8 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
         x = scheduler.step(k, net.output(h), x, noise.at(k))
         if prefix is not None:
             prefix.apply(k + 1, x)
+        if step_times is not None:
+            step_times.add(COMPUTE in row, started)
     if scheduler.num_inference_steps == 1:
         get_decisions()
     return model.normalizer.unnormalize(ACTION, x)

@@ -24,7 +24,7 @@ from .decisions import Decision, dense_decisions, make_executable, sparsity_of
 from .flops import count_flops
 from .pruner import (AsyncPrunerRunner, check_pruner_matches, compute_budget, load_pruner, Pruner,
                      PrunerConfig, PrunerResult)
-from .sampler import sample_sparse
+from .sampler import sample_sparse, StepTimes
 from .schedules import ddim_steps_for, rollout_schedule, static_schedule
 from ..policy.checkpoint import load_policy
 from ..policy.config import PolicyConfig
@@ -57,6 +57,12 @@ class PredictStats:
     pruner_ms: float = 0.0  # time the denoising loop waited for the pruner (0 when overlapped)
     pruner_run_ms: float = 0.0  # the pruner's own run time (off the critical path)
     denoise_ms: float = 0.0  # all denoising steps
+    # With SparsePolicy.profile_steps (eager sampling only; None otherwise): the denoising
+    # steps' wall time split into steps that computed a branch and steps that only reused.
+    computed_steps_ms: float | None = None
+    reuse_steps_ms: float | None = None
+    computed_steps: int | None = None
+    reuse_steps: int | None = None
     total_ms: float = 0.0  # validate to unnormalized actions
     sparsity: float = 0.0  # fraction of (step, branch) entries reused in this call
     flops: int | None = None  # FlopCounterMode total when counting was requested
@@ -221,6 +227,10 @@ class SparsePolicy:
                              if freeze and self.device.type == 'cpu' else None)
         self._generator = torch.Generator().manual_seed(seed)
         self.calls = 0
+        # Time every denoising step (PredictStats.computed_steps_ms / reuse_steps_ms): the
+        # benchmark's split. On CUDA each step then synchronizes, and a call that would replay
+        # a CUDA graph runs eagerly instead, so leave it off where latency matters.
+        self.profile_steps = False
         if warmup:
             self.warmup()
 
@@ -444,7 +454,9 @@ class SparsePolicy:
             condition = PrefixCondition.build(
                 self.model.normalizer.normalize(ACTION, rows), prefix.start, prefix.until,
                 self.scheduler, noise.initial)
-        if self._graphed is not None and not synchronous_pruner and condition is None:
+        step_times = StepTimes(self._sync) if self.profile_steps else None
+        if (self._graphed is not None and not synchronous_pruner and condition is None
+                and step_times is None):
             # A graph needs the decisions before launch: the pruner's overlap with step 0 is
             # given up for a single-launch call.
             actions = self._graphed.sample(self.model, memory, self.scheduler, noise,
@@ -453,7 +465,7 @@ class SparsePolicy:
             cross_kv = (None if self._time_kv is None else
                         self.model.transformer.cross_kv_steps(memory, self._time_kv))
             actions = sample_sparse(self.model, memory, self.scheduler, noise, self.cache,
-                                    get_decisions, cross_kv, condition)
+                                    get_decisions, cross_kv, condition, step_times)
         actions_np = actions[0].float().cpu().numpy()
         end = time.perf_counter()
         decisions = executed[0] if executed else make_executable(self._planned_static(), False)
@@ -461,6 +473,11 @@ class SparsePolicy:
             stats.pruner_ms = pending.wait_ms
             stats.pruner_run_ms = pending.run_ms
         stats.denoise_ms = (end - encoded) * 1e3
+        if step_times is not None:
+            stats.computed_steps_ms = step_times.computed_ms
+            stats.reuse_steps_ms = step_times.reuse_ms
+            stats.computed_steps = step_times.computed_steps
+            stats.reuse_steps = step_times.reuse_steps
         stats.total_ms = (end - start) * 1e3
         stats.dense_call = sparsity_of(decisions) == 0.0
         stats.cold_call = not rollout_ok and not np.any(held)
