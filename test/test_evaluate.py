@@ -304,3 +304,26 @@ def test_cli_records_cache_shift_and_noise(tmp_path):
                     '--no-deviation')
     assert report['meta']['cache_shift'] is True and report['meta']['noise'] == 'shifted'
     assert report['modes'][0]['decision_fractions']['reuse_rollout'] > 0.3
+
+
+def test_streaming_warm_start_skips_half_of_the_steps_after_the_first_call(tmp_path):
+    policy = SparsePolicy.from_pretrained(DEFAULT_MODEL, device='cpu', mode='ddim_searched',
+                                          target_sparsity=0.94)
+    try:
+        warm = episode(policy, 100005, Timing(1, stream=StreamSettings('warm', warm_start=0.5)))
+        cold = episode(policy, 100005, Timing(1, stream=StreamSettings('none')))
+    finally:
+        policy.close()
+    n_branches = policy.n_branches
+    counts = dict(zip(('compute', 'block', 'step', 'rollout'), warm['decisions']))
+    # 25 calls of the searched 6 steps: the first from noise, each later one from the plan
+    # re-noised to step 3 (3 steps computed, 3 skipped).
+    assert warm['calls'] == cold['calls'] == 25
+    assert counts['compute'] == (6 + 24 * 3) * n_branches
+    assert dict(zip(('compute', 'block', 'step', 'rollout'), cold['decisions']))[
+        'compute'] == 25 * 6 * n_branches
+    # The guess carries the plan from call to call: the chunks jump less at the splices.
+    assert warm['splice_max'] < cold['splice_max']
+    report, _ = run(tmp_path, '--modes', 'fora', '--no-deviation', '--executed-actions', '1',
+                    '--consistency', 'warm', '--warm-start', '0.3')
+    assert report['meta']['consistency']['warm_start'] == 0.3

@@ -16,6 +16,9 @@ Consistency between consecutive chunks (issue 21), chosen by ``StreamSettings.me
   further planned ones, as in real-time chunking; the rest of the chunk is inpainted.
 * ``ensemble``: temporal ensembling (ACT): the action of a step is the average of every
   chunk's prediction for it, weighted ``exp(-decay * i)`` with ``i = 0`` the oldest chunk.
+* ``warm``: the new call starts from the current plan shifted to its rows (``warm_rows``),
+  re-noised to an intermediate level, and skips the first ``warm_start`` of its denoising
+  steps (``policy/warm_start.py``); each chunk then replaces the plan as with ``none``.
 
 :class:`ChunkStream` is numpy only, so the simulator's evaluation and the policy node share it.
 """
@@ -25,7 +28,7 @@ import math
 
 import numpy as np
 
-CONSISTENCY_METHODS = ('none', 'prefix', 'ensemble')
+CONSISTENCY_METHODS = ('none', 'prefix', 'ensemble', 'warm')
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class StreamSettings:
     prefix_steps: int = 3  # planned actions beyond the inference delay kept in a new chunk
     prefix_until: float = 1.0  # fraction of the denoising steps the prefix is imposed on
     ensemble_decay: float = 0.1  # ACT's m; 0 = plain average
+    warm_start: float = 0.5  # warm: fraction of the denoising steps skipped, in [0, 1)
 
     def __post_init__(self):
         """Refuse settings that cannot be used, naming the field."""
@@ -51,6 +55,10 @@ class StreamSettings:
                 math.isfinite(self.ensemble_decay) and self.ensemble_decay >= 0):
             raise ValueError(f'ensemble_decay must be a finite number >= 0, got '
                              f'{self.ensemble_decay!r}')
+        if (isinstance(self.warm_start, bool) or not isinstance(self.warm_start, (int, float))
+                or not 0.0 <= self.warm_start < 1.0):
+            raise ValueError(f'warm_start must be a fraction in [0, 1), got '
+                             f'{self.warm_start!r}')
 
 
 def delay_steps(latency_s: float, control_period: float) -> int:
@@ -177,3 +185,23 @@ class ChunkStream:
                 break
             rows.append(np.asarray(row, dtype=np.float32))
         return np.stack(rows) if rows else None
+
+    def warm_rows(self, obs_step: int, horizon: int) -> np.ndarray | None:
+        """
+        Return the guess of every row of a call at ``obs_step`` (``warm``), or None.
+
+        Row ``r`` plans step ``obs_step - (n_obs_steps - 1) + r``: the executed action for a
+        history step, the plan's for a later one, and past the plan's end its last action
+        (the arm would hold there). None when the plan has nothing at ``obs_step`` (the first
+        call of an episode, or after a gap) or the method is not ``warm``.
+        """
+        if self.settings.method != 'warm' or obs_step not in self._plan:
+            return None
+        origin = obs_step - (self.n_obs_steps - 1)
+        rows = []
+        for step in range(origin, origin + horizon):
+            row = self._executed.get(step) if step < obs_step else self._plan.get(step)
+            if row is None:
+                row = rows[-1] if step > obs_step else self._plan[obs_step]
+            rows.append(np.asarray(row, dtype=np.float32))
+        return np.stack(rows)

@@ -42,6 +42,7 @@ from ..policy.checkpoint import load_config
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..policy.prefix import ActionPrefix
 from ..policy.sampler import SamplingNoise
+from ..policy.warm_start import warm_start_step, WarmStart
 from ..sparsity.decisions import Decision, N_DECISIONS
 from ..sparsity.sparse_policy import FEWER_STEP_MODES, MODES, SparsePolicy
 
@@ -143,6 +144,9 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             generator = torch.Generator().manual_seed(seed * 1000 + call)
             rows = stream.prefix_rows(step, expected_delay)
             prefix = None if rows is None else ActionPrefix(rows, 0, timing.stream.prefix_until)
+            guess = stream.warm_rows(step, config.horizon)
+            warm = None if guess is None else WarmStart(guess, warm_start_step(
+                policy.scheduler.num_inference_steps, timing.stream.warm_start))
             if call > 0 and timing.cache_shift:
                 policy.shift_cache(step - last_call)
             if timing.noise == 'shifted':
@@ -152,7 +156,7 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
                 generator = None
             chunk = policy.predict(observation, generator=generator,
                                    count_flops_=count_flops and call == 1, prefix=prefix,
-                                   noise=noise)
+                                   noise=noise, warm=warm)
             if chunk.stats.observation_change is not None:
                 changes.append(chunk.stats.observation_change)
             if chunk.stats.flops is not None:
@@ -449,7 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--consistency', choices=CONSISTENCY_METHODS, default='none',
                         help='how a chunk is reconciled with the one executing: none '
                              '(independent), prefix (committed actions inpainted), ensemble '
-                             '(temporal ensembling, ACT)')
+                             '(temporal ensembling, ACT), warm (start from the previous plan, '
+                             're-noised: --warm-start)')
+    parser.add_argument('--warm-start', type=float, default=StreamSettings.warm_start,
+                        help='warm: fraction of the denoising steps skipped, the previous plan '
+                             're-noised to the level of the first step that runs')
     parser.add_argument('--prefix-steps', type=int, default=StreamSettings.prefix_steps,
                         help='prefix: planned actions beyond the inference delay kept')
     parser.add_argument('--prefix-until', type=float, default=StreamSettings.prefix_until,
@@ -502,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     executed = args.executed_actions or None
     try:
         stream = StreamSettings(args.consistency, args.prefix_steps, args.prefix_until,
-                                args.ensemble_decay)
+                                args.ensemble_decay, args.warm_start)
         if args.latency_ms is not None:
             if not args.realtime:
                 raise ValueError('--latency-ms needs --realtime')

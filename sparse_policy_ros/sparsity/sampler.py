@@ -57,7 +57,7 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
                   get_decisions: Callable[[], torch.Tensor],
                   cross_kv: list[torch.Tensor] | None = None,
                   prefix: PrefixCondition | None = None,
-                  step_times: StepTimes | None = None) -> torch.Tensor:
+                  step_times: StepTimes | None = None, start_step: int = 0) -> torch.Tensor:
     """
     Denoise with per-(step, branch) reuse; returns unnormalized actions (B, T, Da).
 
@@ -69,6 +69,9 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     ``prefix``: rows of the sample fixed to committed actions before every step and in the
     result (``policy/prefix.py``); None leaves the arithmetic untouched.
     ``step_times``: when given, each step's wall time is added to it (computed or reuse step).
+    ``start_step``: skip steps ``0 .. start_step - 1`` (a warm start, ``policy/warm_start.py``:
+    ``noise.initial`` is then the sample entering that step). The first step that runs
+    computes every branch, and ``get_decisions`` is called after it.
     """
     net = model.transformer
     n_branches = len(net.branches)
@@ -84,8 +87,11 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     latest_sum: torch.Tensor | None = None
     rows: list[list[int]] | None = None
     all_step_reuse: list[bool] = []
-    for k in range(scheduler.num_inference_steps):
-        if k == 1:
+    if not 0 <= start_step < scheduler.num_inference_steps:
+        raise ValueError(f'start_step must be in [0, {scheduler.num_inference_steps - 1}], '
+                         f'got {start_step}')
+    for k in range(start_step, scheduler.num_inference_steps):
+        if k == start_step + 1:
             rows = get_decisions().tolist()
             all_step_reuse = [row.count(REUSE_STEP) == n_branches for row in rows]
         started = step_times.start() if step_times is not None else 0.0
@@ -126,6 +132,6 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
             prefix.apply(k + 1, x)
         if step_times is not None:
             step_times.add(COMPUTE in row, started)
-    if scheduler.num_inference_steps == 1:
+    if start_step == scheduler.num_inference_steps - 1:  # no step after the first one
         get_decisions()
     return model.normalizer.unnormalize(ACTION, x)

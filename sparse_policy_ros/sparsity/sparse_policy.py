@@ -35,6 +35,7 @@ from ..policy.observation import OBS_IMAGES, OBS_STATE, validate_observation
 from ..policy.prefix import ActionPrefix, PrefixCondition
 from ..policy.sampler import condition_all_steps, SamplingNoise, time_memory_for
 from ..policy.scheduler import NoiseScheduler
+from ..policy.warm_start import noised_guess, WarmStart
 
 logger = logging.getLogger(__name__)
 
@@ -362,7 +363,8 @@ class SparsePolicy:
 
     def predict(self, observation: dict, generator: torch.Generator | None = None,
                 count_flops_: bool = False, noise: SamplingNoise | None = None,
-                prefix: ActionPrefix | None = None) -> ActionChunk:
+                prefix: ActionPrefix | None = None,
+                warm: WarmStart | None = None) -> ActionChunk:
         """
         One policy call. Bad observations raise ValueError naming the field.
 
@@ -379,12 +381,23 @@ class SparsePolicy:
         ``prefix``: chunk rows fixed to actions already committed (``policy/prefix.py``),
         imposed by replacement at every denoising step; such a call runs eagerly (no CUDA
         graph: the rows change every call).
+
+        ``warm``: start from a guess of the chunk noised to the level of step ``warm.start``
+        and run only the steps from there (``policy/warm_start.py``); the skipped steps count
+        as not computed. Eager, like a prefix; not combined with one.
         """
         images, state = validate_observation(observation, self.config)
         if prefix is not None:
             if not isinstance(prefix, ActionPrefix):
                 raise TypeError(f'prefix must be an ActionPrefix, got {type(prefix).__name__}')
             prefix = prefix.checked(self.config.horizon, self.config.action_dim)
+        if warm is not None:
+            if not isinstance(warm, WarmStart):
+                raise TypeError(f'warm must be a WarmStart, got {type(warm).__name__}')
+            if prefix is not None:
+                raise ValueError('pass prefix or warm, not both')
+            warm = warm.checked(self.config.horizon, self.config.action_dim,
+                                self.scheduler.num_inference_steps)
         if noise is not None:
             if generator is not None:
                 raise ValueError('pass noise or generator, not both: replayed noise draws '
@@ -397,15 +410,16 @@ class SparsePolicy:
                                   else noise.per_step.to(self.device))
         if count_flops_:
             chunk, flops = count_flops(self._predict, images, state, generator, True, noise,
-                                       prefix)
+                                       prefix, warm)
             chunk.stats.flops = flops
             return chunk
-        return self._predict(images, state, generator, False, noise, prefix)
+        return self._predict(images, state, generator, False, noise, prefix, warm)
 
     @torch.inference_mode()
     def _predict(self, images: dict, state: np.ndarray, generator: torch.Generator | None,
                  synchronous_pruner: bool, noise: SamplingNoise | None = None,
-                 prefix: ActionPrefix | None = None) -> ActionChunk:
+                 prefix: ActionPrefix | None = None,
+                 warm: WarmStart | None = None) -> ActionChunk:
         stats = PredictStats()
         start = time.perf_counter()
         obs_tokens = self.encode(images, state, stats)
@@ -454,9 +468,17 @@ class SparsePolicy:
             condition = PrefixCondition.build(
                 self.model.normalizer.normalize(ACTION, rows), prefix.start, prefix.until,
                 self.scheduler, noise.initial)
+        start_step = 0
+        sampled = noise
+        if warm is not None:
+            start_step = warm.start
+            guess = torch.from_numpy(warm.actions).to(self.device)[None]
+            sampled = SamplingNoise(
+                noised_guess(self.model.normalizer.normalize(ACTION, guess), noise.initial,
+                             self.scheduler, start_step), noise.per_step)
         step_times = StepTimes(self._sync) if self.profile_steps else None
         if (self._graphed is not None and not synchronous_pruner and condition is None
-                and step_times is None):
+                and step_times is None and warm is None):
             # A graph needs the decisions before launch: the pruner's overlap with step 0 is
             # given up for a single-launch call.
             actions = self._graphed.sample(self.model, memory, self.scheduler, noise,
@@ -464,11 +486,14 @@ class SparsePolicy:
         else:
             cross_kv = (None if self._time_kv is None else
                         self.model.transformer.cross_kv_steps(memory, self._time_kv))
-            actions = sample_sparse(self.model, memory, self.scheduler, noise, self.cache,
-                                    get_decisions, cross_kv, condition, step_times)
+            actions = sample_sparse(self.model, memory, self.scheduler, sampled, self.cache,
+                                    get_decisions, cross_kv, condition, step_times, start_step)
         actions_np = actions[0].float().cpu().numpy()
         end = time.perf_counter()
         decisions = executed[0] if executed else make_executable(self._planned_static(), False)
+        if start_step > 0:  # skipped steps computed nothing (reported as reusing everything)
+            decisions = decisions.clone()
+            decisions[:start_step] = int(Decision.REUSE_STEP)
         if pending is not None:
             stats.pruner_ms = pending.wait_ms
             stats.pruner_run_ms = pending.run_ms
