@@ -72,7 +72,8 @@ def test_delay_steps_counts_the_steps_a_chunk_misses():
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    ({'method': 'rtc'}, "consistency method must be one of ['none', 'prefix', 'ensemble']"),
+    ({'method': 'rtc'},
+     "consistency method must be one of ['none', 'prefix', 'ensemble', 'warm']"),
     ({'prefix_steps': -1}, 'prefix_steps must be an int >= 0, got -1'),
     ({'prefix_until': 1.5}, r'prefix_until must be in \(0, 1\], got 1.5'),
     ({'ensemble_decay': -0.1}, 'ensemble_decay must be a finite number >= 0'),
