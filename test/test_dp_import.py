@@ -199,6 +199,11 @@ def diffusers_step(kind, eps, t, x, alphas_cumprod, step_ratio, noise):
 def dp_predict(policy: DPLowdimPolicy, obs, kind, steps, initial, per_step):
     """Run predict_action of DP (obs_as_cond): normalized obs as cond, sample, unnormalize."""
     cond = policy.normalizer.normalize('obs', obs)[:, :N_OBS]
+    return dp_sample(policy, cond, kind, steps, initial, per_step)
+
+
+def dp_sample(policy, cond, kind, steps, initial, per_step):
+    """DP's sampling loop (diffusers scheduler, strided timesteps) given the condition."""
     alphas_cumprod = diffusers_alphas_cumprod(100)
     ratio = 100 // steps
     x = initial.clone()
@@ -392,7 +397,8 @@ def test_image_policies_and_unsupported_variants_are_refused_naming_keys(tmp_pat
         dicts['ema_model'][image_key] = torch.zeros(64, 3, 7, 7)
     ckpt = tmp_path / 'a.ckpt'
     write_ckpt(ckpt, cfg=dp_cfg(), edit=add_image)
-    with pytest.raises(CheckpointError, match=rf'image policies .* not supported .*{image_key}'):
+    with pytest.raises(CheckpointError, match=rf'names policy .*Lowdim.*, but the weights hold '
+                                              rf'an image encoder .*{image_key}'):
         import_checkpoint(ckpt, tmp_path / 'model')
     cfg = dp_cfg()
     cfg['policy']['model']['n_head'] = 3

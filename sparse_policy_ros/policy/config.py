@@ -51,6 +51,7 @@ class PolicyConfig:
     random_shift: int = 0  # training only: shift images by up to this many px (edges replicated)
     encoder: str = 'resnet18_gn'  # one of ENCODER_TYPES
     image_feature_dim: int = 64  # per-camera feature size after spatial softmax + projection
+    image_feature_relu: bool = False  # ReLU on each camera's features (robomimic's encoder)
     state_dim: int = 7  # joint positions fed to the policy
     state_encoder: str = 'mlp'  # one of STATE_ENCODERS; 'identity' allows no cameras
     action_dim: int = 7  # joint position targets produced by the policy

@@ -13,11 +13,15 @@ Nothing in it is executed: :class:`RestrictedUnpickler` materializes tensors, st
 under ``cfg`` alone (the config then comes from ``--config-yaml``, DP's ``.hydra/config.yaml``,
 or from the weights' shapes) and refused by name anywhere else.
 
-Supported: ``DiffusionTransformerLowdimPolicy`` with ``obs_as_cond``, causal attention and the
-MLP condition encoder (``n_cond_layers: 0``), DDPM or DDIM (epsilon prediction). DP's
-``TransformerForDiffusion`` maps onto :class:`DiffusionTransformer` key by key; the policy
-gets ``state_encoder='identity'`` (DP feeds the normalized low-dim state to the condition
-tokens), no cameras, and ``ddim_eps='raw'`` (diffusers' DDIM step).
+Supported: ``DiffusionTransformerLowdimPolicy`` and ``DiffusionTransformerHybridImagePolicy``
+with ``obs_as_cond``, causal attention and the MLP condition encoder (``n_cond_layers: 0``),
+DDPM or DDIM (epsilon prediction). DP's ``TransformerForDiffusion`` maps onto
+:class:`DiffusionTransformer` key by key; the policy gets ``state_encoder='identity'`` (DP feeds
+the normalized low-dim state to the condition tokens) and ``ddim_eps='raw'`` (diffusers' DDIM
+step). A low-dim policy has no cameras. An image policy's robomimic encoder (GroupNorm
+ResNet-18, spatial softmax, linear, ReLU per rgb key) becomes our 'resnet18_gn' camera encoders
+(:mod:`.dp_image` maps it); its ``shape_meta`` (the obs keys, their types, shapes and order)
+must come from the checkpoint cfg or ``--config-yaml``.
 """
 
 import argparse
@@ -34,9 +38,12 @@ import zipfile
 
 import torch
 
+from . import dp_image
 from .checkpoint import CONFIG_FILE, load_state_strict, save_policy
 from .config import PolicyConfig
+from .dp_image import CheckpointError, HYBRID_POLICY, ImageLayout, MISSING as _MISSING
 from .model import ACTION, DiffusionPolicy
+from .normalizer import MinMaxNormalizer
 from .observation import OBS_STATE
 
 logger = logging.getLogger(__name__)
@@ -58,10 +65,6 @@ STORAGE_DTYPES = {
 }
 SAFE_BUILTINS = ('dict', 'list', 'tuple', 'set', 'frozenset', 'bytearray', 'complex', 'int',
                  'float', 'bool', 'str', 'bytes', 'slice')
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be imported; the message names the file and the cause."""
 
 
 class _StorageType:
@@ -322,9 +325,6 @@ def resolve_interpolations(node: Any, root: dict | None = None, depth: int = 0) 
     return _REF.sub(substitute, node)
 
 
-_MISSING = object()
-
-
 def _lookup(root: dict, dotted: str) -> Any:
     node: Any = root
     for part in dotted.split('.'):
@@ -379,12 +379,8 @@ def _shape(state: dict[str, torch.Tensor], key: str, ckpt: Path) -> tuple[int, .
 
 
 def check_supported(state: dict[str, torch.Tensor], ckpt: Path) -> None:
-    """Refuse image policies and DP variants without a counterpart here, naming the keys."""
-    image = sorted(k for k in state if k.startswith('obs_encoder.'))
-    if image:
-        raise CheckpointError(
-            f'{ckpt}: image policies (robomimic obs_encoder) are not supported yet; only '
-            f'{LOWDIM_POLICY} imports. Unsupported keys ({len(image)}): {image[:4]} ...')
+    """Refuse DP variants without a counterpart here (BatchNorm encoders too), naming keys."""
+    dp_image.refuse_batchnorm(state, ckpt)
     encoder_layers = sorted(k for k in state if k.startswith('model.encoder.layers.'))
     if encoder_layers:
         raise CheckpointError(f'{ckpt}: a transformer condition encoder (n_cond_layers > 0) is '
@@ -406,13 +402,68 @@ def _cfg_get(cfg: dict | None, dotted: str) -> Any:
     return value
 
 
+def _policy_prefix(cfg: dict | None) -> str:
+    return 'policy.' if _cfg_get(cfg, 'policy') is not _MISSING else ''
+
+
+def read_layout(state: dict[str, torch.Tensor], cfg: dict | None, source: str,
+                ckpt: Path) -> ImageLayout | None:
+    """Return the obs layout of an image policy from its shape_meta (None for low-dim)."""
+    if not dp_image.is_image_policy(state):
+        return None
+    prefix = _policy_prefix(cfg)
+    target = _cfg_get(cfg, f'{prefix}_target_')
+    if isinstance(target, str) and not target.endswith(HYBRID_POLICY):
+        image = sorted(k for k in state if k.startswith(dp_image.ENCODER))
+        raise CheckpointError(f'{ckpt}: {source} names policy {target!r}, but the weights hold '
+                              f'an image encoder ({len(image)} keys: {image[:3]} ...); only '
+                              f'{HYBRID_POLICY} imports with one')
+    for key in (f'{prefix}shape_meta', 'shape_meta', 'task.shape_meta'):
+        shape_meta = _cfg_get(cfg, key)
+        if shape_meta is not _MISSING:
+            return dp_image.parse_shape_meta(shape_meta, f'{source}: {key}', ckpt)
+    where = f'{source} has no {prefix}shape_meta' if cfg is not None else \
+        f'no config gives it ({source})'
+    raise CheckpointError(
+        f'{ckpt}: an image policy ({HYBRID_POLICY}) needs shape_meta (its obs keys with type '
+        f'and shape, in the obs encoder order), which the weights cannot tell, and {where}; pass '
+        f'--config-yaml (the .hydra/config.yaml of the run folder)')
+
+
+def _image_values(state: dict[str, torch.Tensor], cfg: dict | None, layout: ImageLayout,
+                  source: str, ckpt: Path) -> dict[str, Any]:
+    """Return the PolicyConfig fields of the camera encoders of an image policy."""
+    prefix = _policy_prefix(cfg)
+    where = f'{source}: {prefix}'
+    feature_dim = dp_image.check_encoder_keys(state, layout, f'{source}: shape_meta', ckpt)
+    group_norm = _cfg_get(cfg, prefix + 'obs_encoder_group_norm')
+    if group_norm is not _MISSING and group_norm is not True:
+        raise CheckpointError(f'{ckpt}: {where}obs_encoder_group_norm is {group_norm!r}; only '
+                              f'GroupNorm encoders (true) map onto resnet18_gn')
+    crop = _cfg_get(cfg, prefix + 'crop_shape')
+    if crop is _MISSING:
+        crop = [76, 76]
+        logger.warning('%s: %s has no %scrop_shape; assuming %r (the Diffusion Policy default)',
+                       ckpt, source, prefix, crop)
+    crop = dp_image.read_crop(crop, layout, where, ckpt)
+    fixed = _cfg_get(cfg, prefix + 'eval_fixed_crop')
+    if crop is not None and fixed is not True:
+        logger.warning('%s: %seval_fixed_crop is %s: DP crops at random at eval too; the '
+                       'imported policy takes the center crop', ckpt, prefix,
+                       'not set' if fixed is _MISSING else repr(fixed))
+    return {'camera_names': layout.cameras, 'image_shape': layout.image_shape,
+            'crop_shape': crop, 'encoder': 'resnet18_gn', 'image_feature_dim': feature_dim,
+            'image_feature_relu': True, 'state_dim': layout.state_dim}
+
+
 def build_config(state: dict[str, torch.Tensor], cfg: dict | None, source: str, ckpt: Path,
-                 overrides: dict[str, Any] | None = None) -> PolicyConfig:
+                 overrides: dict[str, Any] | None = None,
+                 layout: ImageLayout | None = None) -> PolicyConfig:
     """
     Build the PolicyConfig: shapes from the weights, the rest from ``cfg`` or ``overrides``.
 
     ``source`` says where ``cfg`` came from, for messages ('the checkpoint cfg',
-    '--config-yaml x', or 'nothing').
+    '--config-yaml x', or 'nothing'); ``layout`` is an image policy's shape_meta.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     _, horizon, n_emb = _shape(state, 'model.pos_emb', ckpt)
@@ -428,12 +479,25 @@ def build_config(state: dict[str, torch.Tensor], cfg: dict | None, source: str, 
     inferred = {'horizon': horizon, 'n_emb': n_emb, 'n_obs_steps': memory_len - 1,
                 'state_dim': state_dim, 'action_dim': action_dim, 'n_layer': len(layers),
                 'mlp_ratio': mlp_width // n_emb}
-    policy = 'policy' if _cfg_get(cfg, 'policy') is not _MISSING else None
-    prefix = f'{policy}.' if policy else ''
+    prefix = _policy_prefix(cfg)
     target = _cfg_get(cfg, f'{prefix}_target_')
-    if isinstance(target, str) and not target.endswith(LOWDIM_POLICY):
-        raise CheckpointError(f'{ckpt}: {source} names policy {target!r}; only '
-                              f'{LOWDIM_POLICY} imports')
+    expected_policy = HYBRID_POLICY if layout is not None else LOWDIM_POLICY
+    if isinstance(target, str) and not target.endswith(expected_policy):
+        kind = 'an image encoder (obs_encoder.*)' if layout is not None else 'no image encoder'
+        raise CheckpointError(f'{ckpt}: {source} names policy {target!r}; weights with {kind} '
+                              f'import as {expected_policy} only')
+    image = {} if layout is None else _image_values(state, cfg, layout, source, ckpt)
+    if layout is not None:
+        features = len(layout.cameras) * image['image_feature_dim'] + layout.state_dim
+        if features != state_dim:
+            raise CheckpointError(
+                f'{ckpt}: model.cond_obs_emb.weight takes {state_dim} features, but shape_meta '
+                f'gives {features} ({len(layout.cameras)} cameras x '
+                f'{image["image_feature_dim"]} + low-dim {dict(layout.lowdim)})')
+        if layout.action_dim not in (None, action_dim):
+            raise CheckpointError(f'{ckpt}: shape_meta.action.shape is [{layout.action_dim}] but '
+                                  f'the weights have action_dim={action_dim}')
+        inferred['state_dim'] = layout.state_dim
     for key, expected in (('obs_as_cond', True), ('pred_action_steps_only', False),
                           ('model.causal_attn', True), ('model.time_as_cond', True),
                           ('model.n_cond_layers', 0)):
@@ -444,6 +508,8 @@ def build_config(state: dict[str, torch.Tensor], cfg: dict | None, source: str, 
     for name, key in (('horizon', 'horizon'), ('n_obs_steps', 'n_obs_steps'),
                       ('n_layer', 'model.n_layer'), ('n_emb', 'model.n_emb'),
                       ('action_dim', 'action_dim'), ('state_dim', 'obs_dim')):
+        if layout is not None and key in ('action_dim', 'obs_dim'):
+            continue  # an image policy has them in shape_meta only
         value = _cfg_get(cfg, prefix + key)
         if value is not _MISSING and value != inferred[name]:
             raise CheckpointError(f'{ckpt}: {source} says {prefix}{key}={value!r} but the '
@@ -492,7 +558,7 @@ def build_config(state: dict[str, torch.Tensor], cfg: dict | None, source: str, 
     steps = needed('num_inference_steps', 'num_inference_steps', num_train)
     values = {
         **inferred,
-        'camera_names': (), 'state_encoder': 'identity', 'ddim_eps': 'raw',
+        'camera_names': (), 'state_encoder': 'identity', 'ddim_eps': 'raw', **image,
         'n_head': needed('n_head', 'model.n_head'),
         'n_action_steps': needed('n_action_steps', 'n_action_steps'),
         'p_drop_emb': needed('p_drop_emb', 'model.p_drop_emb', 0.0),
@@ -541,12 +607,19 @@ def map_transformer_keys(n_layer: int) -> list[tuple[str, str, slice | None]]:
     return pairs
 
 
-def convert_weights(state: dict[str, torch.Tensor], model: DiffusionPolicy,
-                    ckpt: Path) -> dict[str, torch.Tensor]:
+def convert_weights(state: dict[str, torch.Tensor], model: DiffusionPolicy, ckpt: Path,
+                    layout: ImageLayout | None = None) -> dict[str, torch.Tensor]:
     """DP policy state dict -> our state dict (normalizer buffers from ``model``)."""
     own = model.state_dict()
     out = {k: v for k, v in own.items() if k.startswith('normalizer.')}
     used = set(IGNORED_KEYS) | {k for k in state if k.startswith('normalizer.')}
+    columns = None
+    if layout is not None:
+        config = model.config
+        crop = config.crop_shape or config.image_shape[1:]
+        out.update(dp_image.convert_encoder(state, own, config.camera_names,
+                                            dp_image.feature_hw(crop), used, ckpt))
+        columns = dp_image.cond_columns(layout, config.image_feature_dim)
     for ours, dp, rows in map_transformer_keys(model.config.n_layer):
         if dp not in state:
             raise CheckpointError(f'{ckpt}: the policy weights lack {dp!r} (for {ours})')
@@ -557,6 +630,9 @@ def convert_weights(state: dict[str, torch.Tensor], model: DiffusionPolicy,
                 raise CheckpointError(f'{ckpt}: {dp} has shape {tuple(tensor.shape)}, expected '
                                       f'3 * n_emb rows ({3 * model.config.n_emb})')
             tensor = tensor[rows.start * third:rows.stop * third]
+        if columns is not None and dp == 'model.cond_obs_emb.weight' and \
+                tensor.shape[-1] == len(columns):
+            tensor = tensor[:, columns]  # DP's key order -> cameras first, then the state
         if tuple(tensor.shape) != tuple(own[ours].shape):
             raise CheckpointError(
                 f'{ckpt}: shape mismatch: {dp} gives {tuple(tensor.shape)} for {ours}, which '
@@ -570,48 +646,101 @@ def convert_weights(state: dict[str, torch.Tensor], model: DiffusionPolicy,
     return out
 
 
-def convert_normalizer(state: dict[str, torch.Tensor], model: DiffusionPolicy,
-                       ckpt: Path) -> None:
+def normalizer_fields(layout: ImageLayout | None) -> dict[str, tuple[str, ...]]:
+    """Our normalizer field -> the DP fields concatenated into it, in order."""
+    if layout is None:
+        return {ours: (dp,) for dp, ours in NORMALIZER_FIELDS.items()}
+    return {OBS_STATE: tuple(key for key, _ in layout.lowdim), ACTION: ('action',)}
+
+
+def _limits(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the (scale, offset) our normalizer computes from [lo, hi]."""
+    probe = MinMaxNormalizer({'x': lo.numel()})
+    probe.set_stats({'x': {'min': lo.numpy(), 'max': hi.numpy()}})
+    return probe.x_scale, probe.x_offset
+
+
+def _close(theirs: torch.Tensor, mine: torch.Tensor) -> torch.Tensor:
+    return (theirs - mine).abs() <= 1e-5 * (1.0 + mine.abs())
+
+
+def convert_normalizer(state: dict[str, torch.Tensor], model: DiffusionPolicy, ckpt: Path,
+                       layout: ImageLayout | None = None) -> None:
     """Set ``model.normalizer`` from DP's LinearNormalizer; refuse what min/max cannot express."""
+    fields = normalizer_fields(layout)
+    sizes = dict(layout.lowdim) if layout is not None else {}
     stats = {}
-    for dp_field, ours in NORMALIZER_FIELDS.items():
-        base = f'normalizer.params_dict.{dp_field}.'
-        keys = {name: base + name for name in ('scale', 'offset', 'input_stats.min',
-                                               'input_stats.max')}
-        missing = [k for k in keys.values() if k not in state]
-        if missing:
-            raise CheckpointError(f'{ckpt}: the normalizer lacks {missing}; has '
-                                  f'{sorted(k for k in state if k.startswith("normalizer."))}')
-        stats[ours] = {'min': state[keys['input_stats.min']].float().numpy(),
-                       'max': state[keys['input_stats.max']].float().numpy()}
+    for ours, dp_fields in fields.items():
+        lows, highs = [], []
+        for dp_field in dp_fields:
+            base = f'normalizer.params_dict.{dp_field}.'
+            keys = {name: base + name for name in ('scale', 'offset', 'input_stats.min',
+                                                   'input_stats.max')}
+            missing = [k for k in keys.values() if k not in state]
+            if missing:
+                raise CheckpointError(
+                    f'{ckpt}: the normalizer lacks {missing}; has '
+                    f'{sorted(k for k in state if k.startswith("normalizer."))[:12]}')
+            lo = state[keys['input_stats.min']].float().flatten()
+            hi = state[keys['input_stats.max']].float().flatten()
+            scale, offset = (state[keys[p]].float().flatten() for p in ('scale', 'offset'))
+            if dp_field in sizes and not lo.numel() == hi.numel() == scale.numel() == \
+                    offset.numel() == sizes[dp_field]:
+                raise CheckpointError(f'{ckpt}: {base}* have {lo.numel()} dims, but shape_meta '
+                                      f'gives {dp_field} shape [{sizes[dp_field]}]')
+            if ours == OBS_STATE and lo.shape == scale.shape == offset.shape and (
+                    _close(scale, torch.ones_like(scale)).all()
+                    and _close(offset, torch.zeros_like(offset)).all()
+                    and not all(_close(a, b).all() for a, b in zip((scale, offset),
+                                                                   _limits(lo, hi)))):
+                # DP's identity normalizer (e.g. quaternions): the min-max map of [-1, 1].
+                logger.info('%s: DP normalizer %r is the identity; importing it as [-1, 1]',
+                            ckpt, dp_field)
+                lo, hi = -torch.ones_like(lo), torch.ones_like(hi)
+            lows.append(lo)
+            highs.append(hi)
+        stats[ours] = {'min': torch.cat(lows).numpy(), 'max': torch.cat(highs).numpy()}
     try:
         model.normalizer.set_stats(stats)
     except ValueError as error:
         raise CheckpointError(f'{ckpt}: normalizer: {error}') from error
-    for dp_field, ours in NORMALIZER_FIELDS.items():
-        base = f'normalizer.params_dict.{dp_field}.'
-        for part in ('scale', 'offset'):
-            theirs = state[base + part].float()
-            mine = getattr(model.normalizer, f'{ours}_{part}')
-            if theirs.shape != mine.shape:
-                raise CheckpointError(f'{ckpt}: shape mismatch: {base + part} has shape '
-                                      f'{tuple(theirs.shape)}, expected {tuple(mine.shape)}')
-            off = (theirs - mine).abs() > 1e-5 * (1.0 + mine.abs())
-            if off.any():
-                dims = off.nonzero().flatten().tolist()
-                raise CheckpointError(
-                    f"{ckpt}: DP normalizer {dp_field!r} is not the min-max [-1, 1] ('limits') "
-                    f'map of its input_stats that ours computes: {part} differs in dims '
-                    f'{dims[:8]} (theirs {theirs[dims[:3]].tolist()}, ours '
-                    f'{mine[dims[:3]].tolist()}); gaussian or fit_offset=False normalizers '
-                    f'are not supported')
+    if layout is not None:
+        dp_image.check_image_normalizer(state, layout.cameras, ckpt)
+    for ours, dp_fields in fields.items():
+        at = 0
+        for dp_field in dp_fields:
+            base = f'normalizer.params_dict.{dp_field}.'
+            size = state[base + 'input_stats.min'].numel()
+            for part in ('scale', 'offset'):
+                theirs = state[base + part].float()
+                mine = getattr(model.normalizer, f'{ours}_{part}')[at:at + size]
+                if theirs.shape != mine.shape:
+                    raise CheckpointError(f'{ckpt}: shape mismatch: {base + part} has shape '
+                                          f'{tuple(theirs.shape)}, expected '
+                                          f'{tuple(mine.shape)}')
+                _check_part(ckpt, dp_field, part, theirs, mine)
+            at += size
+
+
+def _check_part(ckpt: Path, dp_field: str, part: str, theirs: torch.Tensor,
+                mine: torch.Tensor) -> None:
+    """Refuse a DP normalizer part that differs from the min-max map ours computed."""
+    off = ~_close(theirs, mine)
+    if off.any():
+        dims = off.nonzero().flatten().tolist()
+        raise CheckpointError(
+            f"{ckpt}: DP normalizer {dp_field!r} is not the min-max [-1, 1] ('limits') map of "
+            f'its input_stats that ours computes (nor the identity, for a low-dim obs key): '
+            f'{part} differs in dims {dims[:8]} (theirs {theirs[dims[:3]].tolist()}, ours '
+            f'{mine[dims[:3]].tolist()}); gaussian or fit_offset=False normalizers are not '
+            f'supported')
 
 
 def import_checkpoint(ckpt_path: str | Path, out: str | Path,
                       config_yaml: str | Path | None = None, weights: str = 'ema',
                       overrides: dict[str, Any] | None = None,
                       force: bool = False) -> Path:
-    """Convert a DP low-dim checkpoint into the model folder ``out``; returns ``out``."""
+    """Convert a DP low-dim or hybrid image checkpoint into the model folder ``out``."""
     ckpt = load_dp_checkpoint(ckpt_path)
     out = Path(out)
     if (out / CONFIG_FILE).exists() and not force:
@@ -627,10 +756,11 @@ def import_checkpoint(ckpt_path: str | Path, out: str | Path,
                   else 'the checkpoint has no cfg')
     state, which = select_weights(ckpt, weights)
     check_supported(state, ckpt.path)
-    config = build_config(state, cfg, source, ckpt.path, overrides)
+    layout = read_layout(state, cfg, source, ckpt.path)
+    config = build_config(state, cfg, source, ckpt.path, overrides, layout)
     model = DiffusionPolicy(config)
-    convert_normalizer(state, model, ckpt.path)
-    load_state_strict(model, convert_weights(state, model, ckpt.path), str(ckpt.path))
+    convert_normalizer(state, model, ckpt.path, layout)
+    load_state_strict(model, convert_weights(state, model, ckpt.path, layout), str(ckpt.path))
     save_policy(model, out, extra={'source': {'checkpoint': str(ckpt.path), 'weights': which,
                                               'config_from': source}})
     logger.info('imported %s (%s weights) into %s', ckpt.path, which, out)
@@ -641,8 +771,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: import-dp-checkpoint CKPT --out MODEL_DIR."""
     parser = argparse.ArgumentParser(
         prog='import-dp-checkpoint',
-        description='Convert a real-stanford/diffusion_policy low-dim transformer checkpoint '
-                    '(.ckpt) into a model folder (config.json, model.safetensors, '
+        description='Convert a real-stanford/diffusion_policy transformer checkpoint (.ckpt) '
+                    'of a low-dim or hybrid image policy (robomimic ResNet-18 GroupNorm '
+                    'encoder) into a model folder (config.json, model.safetensors, '
                     'stats.safetensors). Nothing in the checkpoint is executed.')
     parser.add_argument('ckpt', help='the .ckpt file (e.g. <run>/checkpoints/latest.ckpt)')
     parser.add_argument('--out', required=True, help='model folder to write')

@@ -2,7 +2,8 @@
 Observation encoders: ResNet-18-GroupNorm or a small CNN per camera, an MLP for joints.
 
 Image pipeline (robomimic / Diffusion Policy style): uint8 HWC -> float [-1, 1] CHW, random crop
-in training and center crop at inference, conv trunk, spatial-softmax keypoints, linear head.
+in training and center crop at inference, conv trunk, spatial-softmax keypoints, linear head
+(then a ReLU with ``image_feature_relu``, as robomimic's observation encoder applies).
 Instead of (or beside) the crop, ``random_shift`` translates each training image by a few pixels
 with replicated edges (DrQ-style pad and crop) and leaves the whole view to inference.
 """
@@ -130,6 +131,7 @@ class ImageEncoder(nn.Module):
         self.trunk = make_trunk(config.encoder)
         self.pool = SpatialSoftmax(self.trunk.out_channels)
         self.proj = nn.Linear(2 * self.pool.num_keypoints, config.image_feature_dim)
+        self.feature_relu = config.image_feature_relu
 
     def shift(self, images: torch.Tensor) -> torch.Tensor:
         """Translate each image by up to ``random_shift`` px in training; identity at inference."""
@@ -152,7 +154,8 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) float in [-1, 1] -> (N, image_feature_dim)."""
-        return self.proj(self.pool(self.trunk(self.crop(self.shift(images)))))
+        features = self.proj(self.pool(self.trunk(self.crop(self.shift(images)))))
+        return F.relu(features) if self.feature_relu else features
 
 
 class ObservationEncoder(nn.Module):
