@@ -293,7 +293,8 @@ class RowRunner:
         split = {'encode': median('encode_ms'), 'pruner_wait': median('pruner_ms'),
                  'pruner_run': median('pruner_run_ms'), 'denoise': median('denoise_ms')}
         split['other'] = float(np.median(wall)) - split['encode'] - split['denoise']
-        split.update(step_split(stats, wall))
+        split.update(step_split(stats, wall, inline_pruner=(
+            self.mode == 'pruner' and not policy.async_pruner)))
         return {
             'label': self.label, 'mode': self.mode, 'target_sparsity': self.target,
             'async_pruner': policy.async_pruner if self.mode == 'pruner' else None,
@@ -312,12 +313,13 @@ class RowRunner:
         }
 
 
-def step_split(stats: list, wall: list[float]) -> dict[str, Any]:
+def step_split(stats: list, wall: list[float], inline_pruner: bool = False) -> dict[str, Any]:
     """
-    Per-call means of the split of a call (ms): encoder, condition, pruner wait, steps, other.
+    Per-call means of the split of a call (ms): encoder, condition, pruner, steps, rest.
 
-    Means, not medians, so that the parts add up to the mean call. Empty when the calls were
-    not profiled (CUDA).
+    Means, not medians, so that the parts add up to the mean call. ``pruner``: the time the
+    call spent on the pruner, its wait inside the loop plus, when it runs inline (before the
+    loop), its run. Empty when the calls were not profiled (CUDA).
     """
     if not stats or stats[0].computed_steps_ms is None:
         return {}
@@ -328,8 +330,9 @@ def step_split(stats: list, wall: list[float]) -> dict[str, Any]:
     split = {'mean_call': float(np.mean(wall)), 'encoder': mean('encoder_ms'),
              'condition': mean('encode_ms') - mean('encoder_ms'),
              'computed_steps': mean('computed_steps_ms'), 'reuse_steps': mean('reuse_steps_ms'),
-             'n_computed_steps': mean('computed_steps'), 'n_reuse_steps': mean('reuse_steps')}
-    split['rest'] = (split['mean_call'] - mean('encode_ms') - mean('pruner_ms')
+             'n_computed_steps': mean('computed_steps'), 'n_reuse_steps': mean('reuse_steps'),
+             'pruner': mean('pruner_ms') + (mean('pruner_run_ms') if inline_pruner else 0.0)}
+    split['rest'] = (split['mean_call'] - mean('encode_ms') - split['pruner']
                      - split['computed_steps'] - split['reuse_steps'])
     split['per_computed_step'] = (split['computed_steps'] / split['n_computed_steps']
                                   if split['n_computed_steps'] else None)
@@ -410,7 +413,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def split_table(rows: list[dict]) -> str:
     """Where each row's mean call goes, and how far its p50 is from its FLOP floor."""
-    head = ('| mode | mean ms | encoder | condition | pruner wait | computed steps (n x ms) '
+    head = ('| mode | mean ms | encoder | condition | pruner | computed steps (n x ms) '
             '| reuse steps (n x ms) | rest | frames encoded | floor ms (large / branch matmul) '
             '| p50 / floor |')
     lines = [head, '|' + ' --- |' * 11]
@@ -424,10 +427,9 @@ def split_table(rows: list[dict]) -> str:
             return f"{split[f'{kind}_steps']:.1f} ({n:.0f} x {per:.3f})" if n else '0'
 
         floor, ratio = row['floor_ms'], row['x_floor']
-        wait = split['pruner_wait'] if row['mode'] == 'pruner' else 0.0
         lines.append(
             f"| {_row_name(row)} | {split['mean_call']:.1f} | {split['encoder']:.1f} "
-            f"| {split['condition']:.2f} | {wait:.2f} "
+            f"| {split['condition']:.2f} | {split['pruner']:.2f} "
             f"| {steps('computed')} | {steps('reuse')} | {split['rest']:.2f} "
             f"| {row['frames_encoded']:.1f} "
             f"| {floor['gemm_gflops']:.2f} / {floor['branch_gemm_gflops']:.2f} "

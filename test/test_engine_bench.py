@@ -35,6 +35,8 @@ def test_quick_bench_writes_complete_json_and_markdown(tmp_path, capsys):
             assert split['n_computed_steps'] == 5
         # The measured parts fit inside the call (nothing counted twice).
         assert split['rest'] >= -0.02 * split['mean_call'], split
+        if row['mode'] == 'pruner' and not row['async_pruner']:  # inline: its run is its cost
+            assert split['pruner'] > 0.0
         assert min(split['computed_steps'], split['reuse_steps'], split['encoder']) >= 0.0
         assert set(row['floor_ms']) == {'gemm_gflops', 'branch_gemm_gflops'}
         assert row['floor_ms']['gemm_gflops'] > 0 and row['x_floor']['gemm_gflops'] > 0
