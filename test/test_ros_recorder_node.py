@@ -265,6 +265,24 @@ def test_a_new_recorder_appends_to_the_store_and_refuses_a_stale_episode(ros_env
     assert not ok and 'no usable messages on' in message and '1 bad' in message
 
 
+def test_an_episode_reaching_max_episode_duration_is_stopped_and_written(ros_env, tmp_path):
+    settings = recorder_settings(ros_env, tmp_path / 'demos.zarr', max_episode_duration=1.5)
+    recorder = DemoRecorder(settings)
+    assert recorder.start(0)[0]
+    status = recorder.status(0)
+    assert status['max_episode_duration_s'] == 1.5 and status['buffered_frames_mb'] == 0.0
+    recorder.add(IMAGE_TOPIC, image_msg(0, 1), 0)
+    assert recorder.status(0)['buffered_frames_mb'] == 8 * 8 * 3 / 2 ** 20
+    feed(recorder, 2.0)  # messages up to 2 s: the one at 1.5 s ends the episode
+    assert not recorder.recording
+    assert recorder.counts['episodes_stopped_at_max_duration'] == 1
+    assert recorder.last_result.startswith('max_episode_duration 1.5 s reached, stopped: '
+                                           'episode 0 written')
+    buffer = ReplayBuffer.open(settings.path)
+    assert buffer.n_episodes == 1 and buffer.n_steps == 14  # ticks 0.1 .. 1.4 s
+    assert recorder.counts['ignored_while_idle'] > 0  # the messages after the stop
+
+
 @pytest.mark.parametrize('changes, words', [
     ({'output_path': ''}, 'parameter output_path = '),
     ({'compressed_image_topics': ['camera/front/image_raw/compressed']},

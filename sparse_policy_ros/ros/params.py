@@ -292,6 +292,10 @@ RECORDER_PARAMS = (
     ParamSpec('use_receive_time', False, 'Time messages by when they arrive instead of their '
               'header.stamp (always for messages without a header or with a zero stamp).',
               READ_ONLY),
+    ParamSpec('max_episode_duration', 300.0, 'Seconds after ~/start at which the episode is '
+              'stopped and written on its own (episodes are buffered in memory, decoded: a '
+              '96x96 camera at 30 Hz takes ~50 MB a minute); a WARN says so.', READ_ONLY,
+              value_range=(1.0, 3600.0)),
     ParamSpec('diagnostics_period', 1.0, 'Seconds (wall) between /diagnostics messages.',
               READ_ONLY, value_range=(0.01, 60.0)),
 )

@@ -96,6 +96,7 @@ class RecorderSettings:
     min_steps: int = 2
     use_receive_time: bool = False
     source: str = 'recorder_node'  # who wrote the episodes, for the store's attributes
+    max_episode_duration: float = 300.0  # s after start: the episode is stopped and written
 
 
 def settings_from_parameters(p: Mapping[str, Any], source: str) -> RecorderSettings:
@@ -149,7 +150,8 @@ def settings_from_parameters(p: Mapping[str, Any], source: str) -> RecorderSetti
         joint_names=tuple(names) or None, rate=float(p['rate']),
         image_size=(int(size[0]), int(size[1])) if size else None,
         max_age=float(p['max_age']), min_steps=int(p['min_steps']),
-        use_receive_time=bool(p['use_receive_time']), source=source)
+        use_receive_time=bool(p['use_receive_time']), source=source,
+        max_episode_duration=float(p['max_episode_duration']))
 
 
 def _where(topic: str, index: int, time_ns: int | None) -> str:
@@ -178,7 +180,8 @@ class DemoRecorder:
         self.bad_total: Counter[str] = Counter()  # since start-up
         self.last_bad: dict[str, str] = {}  # topic -> the latest bad message's reason
         self.counts = Counter({'episodes_written': 0, 'episodes_refused': 0,
-                               'episodes_discarded': 0, 'ignored_while_idle': 0})
+                               'episodes_discarded': 0, 'episodes_stopped_at_max_duration': 0,
+                               'ignored_while_idle': 0})
         self.last_result = 'none'
 
     @property
@@ -206,13 +209,27 @@ class DemoRecorder:
         return 'joint_state_topic' if topic == s.joint_state_topic else 'command_topic'
 
     # ------------------------------------------------------------------ messages
-    def add(self, topic: str, msg: Any, receive_ns: int) -> None:
-        """Keep one message of the current episode; ValueError (counted) if it is unusable."""
+    def add(self, topic: str, msg: Any, receive_ns: int) -> str | None:
+        """
+        Keep one message of the current episode; ValueError (counted) if it is unusable.
+
+        A message that arrives ``max_episode_duration`` or more after ``start`` ends the
+        episode first (written as by ``stop``) and is not recorded; the return value then
+        says what happened (None otherwise).
+        """
+        if (self._collector is not None and receive_ns - self._start_ns
+                >= self.settings.max_episode_duration * _NS):
+            ok, message = self.stop(receive_ns)
+            self.counts['episodes_stopped_at_max_duration'] += 1
+            self.last_result = (f'max_episode_duration {self.settings.max_episode_duration:g} '
+                                f's reached, stopped: {message}')
+            self.counts['ignored_while_idle'] += 1
+            return self.last_result
         if self._collector is None:
             self.counts['ignored_while_idle'] += 1
             if self.joint_names is None and topic == self.settings.joint_state_topic:
                 self._learn_joint_names(msg)
-            return
+            return None
         index = self._received[topic]
         self._received[topic] += 1
         try:
@@ -222,6 +239,7 @@ class DemoRecorder:
             self.bad_total[topic] += 1
             self.last_bad[topic] = str(error)
             raise
+        return None
 
     def _learn_joint_names(self, msg: Any) -> None:
         names = tuple(str(n) for n in msg.name)
@@ -413,6 +431,9 @@ class DemoRecorder:
             'episodes_in_store': self.n_stored,
             'episode': self.n_stored if self.recording else 'none',
             'duration_s': self.duration(now_ns),
+            'max_episode_duration_s': self.settings.max_episode_duration,
+            'buffered_frames_mb': (self._collector.frame_bytes() / 2 ** 20
+                                   if self._collector is not None else 0.0),
             **self.counts,
             'bad_messages': sum(self.bad_total.values()),
         }
@@ -471,14 +492,17 @@ class RecorderNode(Node):
     def message_callback(self, topic: str, msg: Any) -> None:
         """Hand a message to the recorder; count and log (throttled) an unusable one."""
         try:
-            self.recorder.add(topic, msg, self._now_ns())
+            stopped = self.recorder.add(topic, msg, self._now_ns())
         except ValueError as error:
+            stopped = None
             now = time.monotonic()
             if now - self._log_times.get(topic, -math.inf) >= LOG_THROTTLE_S:
                 self._log_times[topic] = now
                 self.get_logger().warning(
                     f'bad message ({self.recorder.bad_total[topic]} on this topic so far), '
                     f'not recorded: {error}')
+        if stopped is not None:
+            self.get_logger().warning(stopped)
 
     def start_callback(self, request: Trigger.Request,
                        response: Trigger.Response) -> Trigger.Response:

@@ -495,6 +495,7 @@ class StreamCollector:
         self.size_ref = {} if size_ref is None else size_ref
         self.keep_frames = keep_frames
         self.frames: dict[str, dict[int, np.ndarray]] = {t: {} for t in self.image_topics}
+        self._frame_bytes = 0
         self._collectors = {topic: _Collector(topic, msgtype)
                             for topic, msgtype in image_types.items()}
         self._collectors[joint_topic] = _Collector(joint_topic, JOINT_STATE)
@@ -519,6 +520,10 @@ class StreamCollector:
     def count(self, topic: str) -> int:
         """Return how many messages of ``topic`` were kept."""
         return len(self._collectors[topic].index)
+
+    def frame_bytes(self) -> int:
+        """Return the bytes of the decoded frames kept (``keep_frames``)."""
+        return self._frame_bytes
 
     def empty_topics(self) -> list[str]:
         """Return the topics without a kept message."""
@@ -545,9 +550,10 @@ class StreamCollector:
         collector = self._collectors[topic]
         time = _stamp(msg.header, receive, self.use_receive_time)
         if self.keep_frames:
-            self.frames[topic][index] = decode_frame(
-                msg, collector.msgtype, self.where(topic, index, time), self.image_size,
-                self.size_ref)
+            frame = decode_frame(msg, collector.msgtype, self.where(topic, index, time),
+                                 self.image_size, self.size_ref)
+            self.frames[topic][index] = frame
+            self._frame_bytes += frame.nbytes
         elif collector.msgtype == IMAGE:
             where = self.where(topic, index, time)
             try:
