@@ -1,5 +1,6 @@
 """sim_node over loopback DDS: sensors, clock, trajectory execution and episodes."""
 
+import importlib.util
 import json
 
 from builtin_interfaces.msg import Duration
@@ -197,3 +198,28 @@ def test_commands_stamped_before_an_episode_reset_are_ignored(ros_harness, make_
     publisher.publish(trajectory(JOINTS, [0.5, 2.0], [far, far], stamp=node.sim_time))
     np.testing.assert_allclose(positions_after(ros_harness, joint_states, node.sim_time + 2.5),
                                far, atol=1e-3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('gym_hil') is None,
+                    reason='gym-hil not installed (pip install --no-deps gym-hil==0.1.14)')
+def test_the_panda_task_publishes_its_seven_joints_and_follows_a_trajectory(
+        ros_harness, make_sim_node):
+    joint_states = ros_harness.collect(JointState, 'joint_states')
+    images = ros_harness.collect(Image, 'camera/front/image_raw', qos_profile_sensor_data)
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
+    node = make_sim_node(task='panda_push')
+    names = [f'panda_joint{i}' for i in range(1, 8)]
+    ros_harness.wait_for(lambda: len(joint_states) >= 3 and len(images) >= 2, 20.0,
+                         'Panda joint states and images')
+    assert list(joint_states.snapshot()[-1].name) == names
+    assert latest_sim_status(diagnostics)['task'] == 'panda_push'
+    start = np.array(joint_states.snapshot()[-1].position)
+    target = start + np.array([0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    now = stamp_to_seconds(joint_states.snapshot()[-1].header.stamp)
+    node.trajectory_callback(trajectory(names, [1.0], [target], stamp=now))
+
+    def moved():  # the first joint follows the commanded move (the servo, not a teleport)
+        latest = joint_states.snapshot()[-1]
+        return (stamp_to_seconds(latest.header.stamp) > now + 1.5
+                and abs(latest.position[0] - target[0]) < 0.02)
+    ros_harness.wait_for(moved, 20.0, 'panda_joint1 at its target')

@@ -43,11 +43,13 @@ from .robot_description import resolve_joint_names
 from .trajectory import stamp_to_seconds
 from ..control.message_errors import MessageError
 from ..control.safety import JointLimits
+from ..policy.checkpoint import load_config
 
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Random weights run the pruner at this sparsity so the demo's timing means something.
 RANDOM_TARGET_SPARSITY = 0.9
 EMPTY = "''"  # an empty string on the --ros-args command line (values are YAML)
+TASKS = ('arm_push', 'panda_push')  # sim.envs.ENV_NAMES (not imported: it loads MuJoCo)
 
 
 def isolate_dds() -> str:
@@ -162,6 +164,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(),
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--episodes', type=int, default=3, help='episodes to run')
+    parser.add_argument('--task', default=None, choices=TASKS,
+                        help="simulated task (default: the model's, else arm_push); "
+                             'panda_push: the Franka Panda of gym-hil with models/panda_push '
+                             'unless --model-path is given, and the Panda joint limits')
     parser.add_argument('--seed', type=int, default=0, help='seed of the first episode')
     parser.add_argument('--max-episode-time', type=float, default=12.0,
                         help='simulated seconds before an episode times out')
@@ -229,6 +235,35 @@ def node_commands(args: argparse.Namespace, model_path: str) -> dict[str, list[s
     for extra in args.policy_params:
         policy += ['-p', extra]
     return {'sim_node': sim, 'policy_node': policy}
+
+
+def apply_task(args: argparse.Namespace) -> str:
+    """
+    Choose the task and set what it needs; return the task.
+
+    Default: the task of the model (``policy.extra.task``), else arm_push. For panda_push the
+    sim node gets ``task:=panda_push``, the model defaults to ``models/panda_push``, and the
+    policy node gets the Panda's joint names and limits (``panda_env.controller_limits``)
+    instead of the demo arm's URDF; explicit ``--sim-params`` / ``--policy-params`` still win.
+    """
+    task = args.task
+    if task is None:
+        model = Path(args.model_path) if args.model_path else default_model_dir()
+        task = 'arm_push'
+        if args.model_path != RANDOM_MODEL and (model / 'config.json').is_file():
+            try:  # the policy node reports a broken model folder itself
+                extra = load_config(model).extra
+            except ValueError:
+                extra = {}
+            task = extra.get('task') if extra.get('task') in TASKS else 'arm_push'
+    if task == 'panda_push':
+        from ..sim.panda_env import controller_limits  # needs gym-hil (ImportError says so)
+        if not args.model_path:
+            args.model_path = str(package_path('models', 'panda_push'))
+        limits = [f'{name}:={json.dumps(value)}' for name, value in controller_limits().items()]
+        args.policy_params = [f'robot_description_file:={EMPTY}', *limits, *args.policy_params]
+    args.sim_params = [f'task:={task}', *args.sim_params]
+    return task
 
 
 def policy_limits(overrides: list[str]) -> tuple[tuple[str, ...], JointLimits]:
@@ -388,10 +423,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the closed-loop demo; 0 when every episode ran, 1 otherwise."""
     args = parse_args(argv)
     domain = isolate_dds()
+    try:
+        task = apply_task(args)
+    except ImportError as error:
+        print(f'demo: {error}', file=sys.stderr)
+        return 2
     model_path = resolve_model(args)
     log_dir = Path(tempfile.mkdtemp(prefix='sparse_policy_demo_'))
-    print(f'demo: ROS_DOMAIN_ID={domain}, discovery on localhost only; node logs in {log_dir}',
-          flush=True)
+    print(f'demo: task {task}, ROS_DOMAIN_ID={domain}, discovery on localhost only; node logs '
+          f'in {log_dir}', flush=True)
     children: dict[str, subprocess.Popen] = {}
     logs = []
     rclpy.init(args=[])

@@ -244,6 +244,10 @@ SIM_PARAMS = (
     ParamSpec('seed', 0, 'Seed of the next episode; incremented after each episode.', RUNTIME,
               value_range=(0, 2 ** 31 - 1)),
     ParamSpec('autoreset', True, 'Start the next episode when one ends.', RUNTIME),
+    ParamSpec('task', 'arm_push', 'Simulated task: arm_push (the 4-joint table-top arm) or '
+              'panda_push (the Franka Panda of gym-hil 0.1.14: pip install --no-deps '
+              'gym-hil==0.1.14); the joint names, state and commands follow the task.',
+              READ_ONLY, choices=('arm_push', 'panda_push')),  # sim.envs.ENV_NAMES
     ParamSpec('teleop', 'none', 'Who commands the arm: none = whatever arrives on '
               'trajectory_topic (a policy); expert = the scripted PushExpert, which publishes '
               'its targets on trajectory_topic as a teleop device would (for recorder_node '

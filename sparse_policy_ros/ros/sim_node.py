@@ -46,6 +46,7 @@ from .trajectory import points_from_msg, seconds_to_stamp, stamp_to_seconds
 from ..control.message_errors import MessageError
 from ..control.trajectory_follower import TrajectoryFollower
 from ..sim.env import ArmPushEnv
+from ..sim.envs import make_env
 from ..sim.expert import PushExpert
 
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -65,9 +66,11 @@ class SimNode(Node):
                          parameter_overrides=parameter_overrides, cli_args=cli_args)
         declare(self, SIM_PARAMS)
         p = values(self, SIM_PARAMS)
-        problem = spec_by_name(SIM_PARAMS)['teleop'].check(p['teleop'])
-        if problem is not None:
-            raise ValueError(f'parameter {problem}')
+        for name in ('teleop', 'task'):
+            problem = spec_by_name(SIM_PARAMS)[name].check(p[name])
+            if problem is not None:
+                raise ValueError(f'parameter {problem}')
+        self._task = p['task']
         self._tick = 1.0 / p['physics_rate']
         self._camera_period = 1.0 / p['camera_rate']
         self._joint_period = 1.0 / p['joint_state_rate']
@@ -131,7 +134,8 @@ class SimNode(Node):
 
         self._go.set()
         self.get_logger().info(
-            f'simulating {list(self.joint_names)} with cameras {self.env.camera_names} at '
+            f'simulating {self._task}: {list(self.joint_names)} with cameras '
+            f'{self.env.camera_names} at '
             f'{p["physics_rate"]:g} ticks/s, real_time_factor {p["real_time_factor"]:g}, '
             f'teleop {p["teleop"]}')
 
@@ -198,6 +202,7 @@ class SimNode(Node):
             sim = self._time
             report = {'episode': self._episode, 'seed': self._seed, 'sim_time_s': sim,
                       'episode_running': self._episode_running,
+                      'task': self._task,
                       'teleop': 'none' if self._expert is None else 'expert',
                       'trajectory_active': self._follower.active, **self._counts,
                       'last_error': self._last_error or 'none'}
@@ -214,7 +219,7 @@ class SimNode(Node):
     def _run(self, image_size: int) -> None:
         """Loop thread: make the task, wait for the publishers, simulate, close the task."""
         try:
-            self.env = ArmPushEnv(image_size=image_size, render=True)
+            self.env = make_env(self._task, image_size=image_size, render=True)
         except Exception as error:  # noqa: B902 - handed to __init__, which raises it
             self._startup_error = error
             self._ready.set()

@@ -69,6 +69,9 @@ TIP_SITE = f'{PREFIX}pinch'
 PANDA_BASE_POS = (-0.2, 0.0, 0.0)
 # Franka's rated joint speeds (rad/s, datasheet), reported to controllers.
 MAX_VELOCITY = (2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61)
+# Joint acceleration limits (rad/s^2) of Franka's published Panda specification: what a policy
+# node driving this arm is configured with (controller_limits).
+MAX_ACCELERATION = (15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0)
 # Position-servo gains (N m/rad, N m s/rad), those of MuJoCo Menagerie's Panda.
 SERVO_KP = (4500.0, 4500.0, 3500.0, 3500.0, 2000.0, 2000.0, 2000.0)
 SERVO_KV = (450.0, 450.0, 350.0, 350.0, 200.0, 200.0, 200.0)
@@ -155,6 +158,23 @@ def build_panda_push_spec() -> mujoco.MjSpec:
         elif geom.parent.name.startswith(PREFIX) and (geom.contype or geom.conaffinity):
             geom.contype, geom.conaffinity = PANDA_CONTYPE, 0
     return scene
+
+
+def controller_limits() -> dict[str, list]:
+    """
+    Return the policy node's joint parameters for this arm (what a URDF would give it).
+
+    Names, the position ranges of the XML's joints (read from the installed gym-hil scene),
+    and Franka's speed and acceleration limits (MAX_VELOCITY, MAX_ACCELERATION). Raises
+    ImportError (with the install line) when gym-hil is missing.
+    """
+    model = build_panda_push_spec().compile()
+    ids = [model.joint(name).id for name in JOINT_NAMES]
+    return {'joint_names': list(JOINT_NAMES),
+            'joint_position_lower': [float(v) for v in model.jnt_range[ids, 0]],
+            'joint_position_upper': [float(v) for v in model.jnt_range[ids, 1]],
+            'max_joint_velocity': list(MAX_VELOCITY),
+            'max_joint_acceleration': list(MAX_ACCELERATION)}
 
 
 class PandaPushEnv(ArmPushEnv):
