@@ -203,7 +203,7 @@ def dp_predict(policy: DPLowdimPolicy, obs, kind, steps, initial, per_step):
 
 
 def dp_sample(policy, cond, kind, steps, initial, per_step):
-    """DP's sampling loop (diffusers scheduler, strided timesteps) given the condition."""
+    """Run DP's sampling loop (diffusers scheduler, strided timesteps) on the condition."""
     alphas_cumprod = diffusers_alphas_cumprod(100)
     ratio = 100 // steps
     x = initial.clone()

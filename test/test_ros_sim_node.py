@@ -212,7 +212,8 @@ def test_the_panda_task_publishes_its_seven_joints_and_follows_a_trajectory(
     ros_harness.wait_for(lambda: len(joint_states) >= 3 and len(images) >= 2, 20.0,
                          'Panda joint states and images')
     assert list(joint_states.snapshot()[-1].name) == names
-    assert latest_sim_status(diagnostics)['task'] == 'panda_push'
+    status = ros_harness.wait_for(lambda: latest_sim_status(diagnostics), 10.0, 'sim status')
+    assert status['task'] == 'panda_push'
     start = np.array(joint_states.snapshot()[-1].position)
     target = start + np.array([0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     now = stamp_to_seconds(joint_states.snapshot()[-1].header.stamp)

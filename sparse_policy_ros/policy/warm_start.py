@@ -43,7 +43,7 @@ class WarmStart:
 
 
 def warm_start_step(steps: int, skipped: float) -> int:
-    """The first step that runs when the fraction ``skipped`` of ``steps`` is skipped."""
+    """Return the first step that runs when the fraction ``skipped`` of ``steps`` is skipped."""
     if not 0.0 <= skipped < 1.0:
         raise ValueError(f'warm-start fraction must be in [0, 1), got {skipped!r}')
     return min(steps - 1, int(round(skipped * steps)))
@@ -51,7 +51,7 @@ def warm_start_step(steps: int, skipped: float) -> int:
 
 def noised_guess(normalized: torch.Tensor, initial_noise: torch.Tensor,
                  scheduler: NoiseScheduler, start: int) -> torch.Tensor:
-    """The sample entering step ``start``: the guess (B, T, Da) noised to that step's level."""
+    """Return the sample entering step ``start``: the guess (B, T, Da) noised to its level."""
     t = scheduler.timesteps[start]
     alpha = scheduler.alphas_cumprod.to(normalized.device)[t]
     return alpha.sqrt() * normalized + (1.0 - alpha).sqrt() * initial_noise
