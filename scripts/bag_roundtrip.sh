@@ -54,7 +54,7 @@ if [ ! -f "$run/model.safetensors" ]; then
   train-policy --dataset "$converted" --config config/train_cpu_default.yaml --steps 5000 \
     --out "$run" --device cpu --precision bf16
 fi
-cp "$run/train_log.jsonl" "$out/train_log.jsonl" 2>/dev/null || true
+cp "$run/train_log.jsonl" "$out/train_log.jsonl"
 if [ ! -f "$out/eval/eval.json" ]; then
   eval-policy --model "$run" --int8 --no-deviation --episodes "$episodes" --seed-start 100000 \
     --modes dense,ddim,fora --target-sparsity 0.94 --out "$out/eval"
