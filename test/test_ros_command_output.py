@@ -133,3 +133,21 @@ def test_statistics_report_counts_and_marks_rejections_reported():
     assert not stats.new_rejections()  # reported once
     with pytest.raises(KeyError, match='unknown counter'):
         stats.count('chunks_publishd')
+
+
+def test_tracking_error_compares_a_measurement_with_the_command_at_its_stamp():
+    output = make_output()
+    assert output.tracking_error(1.0, np.zeros(2)) is None  # nothing commanded yet
+    start = output.current(1.0, (1.0, np.zeros(2)))
+    plan, _ = output.plan(ramp(0.0), 1.0, 1.0, PERIOD, start)
+    output.publish(plan, 1.0, start[0])
+    t = float(plan.absolute_times[2])
+    commanded = output.follower.sample(t)
+    np.testing.assert_allclose(output.tracking_error(t, commanded), [0.0, 0.0])
+    np.testing.assert_allclose(output.tracking_error(t, commanded + [0.05, -0.2]), [0.05, 0.2])
+    output.clear()
+    assert output.tracking_error(t, commanded) is None
+    preview = make_output('preview')  # a dry run: no controller follows the plan
+    plan, _ = preview.plan(ramp(0.0), 1.0, 1.0, PERIOD, start)
+    preview.publish(plan, 1.0, start[0])
+    assert preview.tracking_error(t, np.full(2, 5.0)) is None

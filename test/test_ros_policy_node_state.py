@@ -99,6 +99,42 @@ def test_joint_jump_clears_history_and_drops_the_plan(ros_harness, make_policy_n
     assert status_values(latest_status(diagnostics))['resets_joint_jump'] == '1'
 
 
+def test_arm_not_following_the_plan_makes_the_next_chunk_start_where_it_is(
+        ros_harness, make_policy_node):
+    # The feed's arm never moves (joint states stay at HOME) while the plans move the command:
+    # beyond start_tolerance the node drops its plan, so every chunk starts from HOME at rest,
+    # which is what a controller starting from the measured state then executes.
+    trajectories = ros_harness.collect(JointTrajectory, '/arm_controller/joint_trajectory')
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
+    SensorFeed(ros_harness)
+    make_policy_node(start_tolerance=1e-4)
+    ros_harness.wait_for(lambda: len(chunks(trajectories)) >= 4, 20.0, 'chunks')
+    values = status_when(diagnostics, lambda v: int(v['plans_dropped_tracking']) >= 2,
+                         ros_harness, 10.0, 'plans dropped for tracking')
+    assert float(values['tracking_error_max']) > 1e-4
+    assert values['resets_joint_jump'] == '0'
+    checker = CommandedMotionChecker(tuple(JOINTS), node_limits())
+    for msg in chunks(trajectories)[:4]:
+        checker.restart()  # each chunk from the measured arm at rest
+        checker.add(msg, start_position=HOME)
+    checker.finish()
+    assert checker.ok, (checker.rejections[:5], [str(v) for v in checker.violations[:5]])
+
+
+def test_start_tolerance_zero_keeps_the_plan_and_still_reports_tracking(
+        ros_harness, make_policy_node):
+    trajectories = ros_harness.collect(JointTrajectory, '/arm_controller/joint_trajectory')
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics')
+    SensorFeed(ros_harness)
+    make_policy_node()
+    ros_harness.wait_for(lambda: len(chunks(trajectories)) >= 4, 20.0, 'chunks')
+    values = status_when(diagnostics, lambda v: int(v['chunks_published']) >= 4
+                         and v['tracking_error_max'] != 'none', ros_harness, 10.0,
+                         'tracking statistics')
+    assert values['plans_dropped_tracking'] == '0'
+    assert float(values['tracking_error_max']) > 0.0
+
+
 class SimClockFeed:
     """Publishes /clock and sensors stamped with it; the clock can be stopped or set back."""
 

@@ -76,6 +76,16 @@ class CommandOutput:
         return (latest_joint_state[1].astype(np.float64),
                 np.zeros(len(self.joint_names)))
 
+    def tracking_error(self, stamp: float, positions: np.ndarray) -> np.ndarray | None:
+        """
+        Return |measured - commanded| per joint at ``stamp``, the measurement's time.
+
+        None when nothing of ours is followed (no plan yet, or a dry run).
+        """
+        if not self.follower.active or self.output_type == 'preview':
+            return None
+        return np.abs(np.asarray(positions, dtype=np.float64) - self.follower.sample(stamp))
+
     def plan(self, actions: np.ndarray, time_base: float, now: float, control_period: float,
              current: tuple[np.ndarray, np.ndarray]) -> tuple[TrajectoryPlan, Splice | None]:
         """

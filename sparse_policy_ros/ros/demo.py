@@ -365,6 +365,11 @@ def summary(state: DemoState, wall_s: float, model: str) -> str:
                                          f'{value("end_to_end_latency_p99_ms", " ms")}'),
         ('predict latency p50 / p99', f'{value("predict_latency_p50_ms", " ms")} / '
                                       f'{value("predict_latency_p99_ms", " ms")}'),
+        ('tracking error p50 / p99 / max (measured vs commanded)',
+         f'{value("tracking_error_p50", " rad")} / {value("tracking_error_p99", " rad")} / '
+         f'{value("tracking_error_max", " rad")}'),
+        ('plans dropped: arm not following (start_tolerance)',
+         value('plans_dropped_tracking')),
         ('achieved sparsity (mean)', value('sparsity_mean')),
         ('late chunks / holds / rejected input',
          f'{value("chunks_late")} / {value("holds_published")} / '

@@ -171,6 +171,12 @@ POLICY_PARAMS = (
     ParamSpec('joint_jump_threshold', 0.5, 'A joint state this far (rad or m, any joint) from '
               'the previous one clears the history and the rollout cache and drops the plan; '
               '0 = never.', RUNTIME, value_range=(0.0, 100.0)),
+    ParamSpec('start_tolerance', 0.0, 'A new chunk starts from the current command; when the '
+              'newest joint state lies farther than this (rad or m, any joint) from what was '
+              'commanded at its stamp, the arm is not following the plan (blocked, moved by '
+              'hand, another controller, a simulator reset heard late): the plan is dropped and '
+              'the chunk starts from the measured position at rest. 0 = never.', RUNTIME,
+              value_range=(0.0, 100.0)),
     ParamSpec('controller_topic', '/arm_controller/joint_trajectory',
               'trajectory_msgs/JointTrajectory output (joint_trajectory_controller).', READ_ONLY),
     ParamSpec('forward_position_topic', '/forward_position_controller/commands',

@@ -375,6 +375,9 @@ class PolicyNode(LifecycleNode):
                         f'joint {self.joint_names[joint]!r} jumped {jump[joint]:.4f} > '
                         f'joint_jump_threshold {threshold:g}: cleared history and rollout '
                         'cache, dropped the plan')
+            error = self._output.tracking_error(stamp, positions)
+            if error is not None:
+                self._stats.tracking_error.add(float(error.max()))
             self._buffer.add_joint_state(stamp, positions)
         self._stream_trigger()
 
@@ -516,6 +519,7 @@ class PolicyNode(LifecycleNode):
                 self._stats.count('chunks_discarded')
                 return
             executed = self.get_parameter('executed_actions').value or len(chunk.executable)
+            self._drop_plan_if_not_followed()
             current = self._output.current(now, self._latest_joint_state())
             if current is None:
                 return
@@ -778,6 +782,32 @@ class PolicyNode(LifecycleNode):
         self._last_noise = None
         self._reset_policy_pending = True
         self._stats.reset_by(cause)
+
+    def _drop_plan_if_not_followed(self) -> None:
+        """
+        Drop the plan when the arm is farther from it than ``start_tolerance`` (lock held).
+
+        A new chunk starts from the current command. When the newest joint state lies far
+        from what was commanded at its stamp, that command no longer describes the arm (it is
+        blocked or was moved, another controller drives it, or a simulator reset was heard
+        late), and a chunk starting there would make the controller jump from where the arm
+        really is: the chunk then starts from the measured position at rest.
+        """
+        tolerance = self.get_parameter('start_tolerance').value
+        latest = self._latest_joint_state()
+        if tolerance <= 0 or latest is None:
+            return
+        error = self._output.tracking_error(*latest)
+        if error is None or float(error.max()) <= tolerance:
+            return
+        joint = int(np.argmax(error))
+        self._output.clear()
+        self._stats.count('plans_dropped_tracking')
+        self._log_throttled('plans_dropped_tracking',
+                            f'joint {self.joint_names[joint]!r} is {error[joint]:.4f} from the '
+                            f'command at its last joint state (start_tolerance {tolerance:g}): '
+                            'the arm is not following the plan; dropped it, the chunk starts '
+                            'from the measured position')
 
     def _before_episode(self, stamp: float) -> bool:
         """Tell whether data stamped ``stamp`` belongs to an episode before the current one."""

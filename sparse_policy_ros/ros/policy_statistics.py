@@ -17,9 +17,12 @@ REJECTION_KINDS = ('image_encoding', 'image_size', 'image_data', 'joint_missing'
                    'joint_nonfinite', 'joint_data', 'joint_duplicate', 'stamp_future',
                    'observation_invalid', 'actions_nonfinite', 'inference_error')
 RESET_CAUSES = ('service', 'activate', 'episode', 'joint_jump', 'clock_jump')
+# The plan was dropped (history kept): the arm was farther from it than start_tolerance.
+PLAN_DROP_CAUSES = ('tracking',)
 COUNTS = ('chunks_published', 'chunks_late', 'chunks_discarded', 'holds_published',
           'chunks_infeasible', 'dense_calls', 'cold_calls', 'points_dropped', 'points_truncated',
-          'position_clamped', 'velocity_limited', *(f'resets_{cause}' for cause in RESET_CAUSES))
+          'position_clamped', 'velocity_limited', *(f'resets_{cause}' for cause in RESET_CAUSES),
+          *(f'plans_dropped_{cause}' for cause in PLAN_DROP_CAUSES))
 WINDOW = 10000  # samples kept per rolling statistic
 
 
@@ -40,6 +43,8 @@ class PolicyStatistics:
         self.splice_position = RollingWindow(WINDOW)  # at each new plan's first point
         self.splice_velocity = RollingWindow(WINDOW)
         self.prefix_rows = RollingWindow(WINDOW)  # committed rows kept per call
+        # Max over joints of |measured - commanded at the joint state's stamp|, per state.
+        self.tracking_error = RollingWindow(WINDOW)
         self.cache_bytes = 0
         self.skew_ms: float | None = None
         self.counts = Counter(dict.fromkeys(COUNTS, 0))
@@ -108,6 +113,9 @@ class PolicyStatistics:
             'splice_position_jump_max': self.splice_position.percentile(100),
             'splice_velocity_jump_p50': self.splice_velocity.percentile(50),
             'splice_velocity_jump_max': self.splice_velocity.percentile(100),
+            'tracking_error_p50': self.tracking_error.percentile(50),
+            'tracking_error_p99': self.tracking_error.percentile(99),
+            'tracking_error_max': self.tracking_error.percentile(100),
             'sparsity_mean': self.sparsity.mean(),
             'cache_bytes': self.cache_bytes,
             'observation_skew_ms': self.skew_ms,
