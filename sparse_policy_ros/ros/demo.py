@@ -49,6 +49,8 @@ RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Random weights run the pruner at this sparsity so the demo's timing means something.
 RANDOM_TARGET_SPARSITY = 0.9
 EMPTY = "''"  # an empty string on the --ros-args command line (values are YAML)
+# Two joint states this close (rad or m, any joint) mean the arm is at rest.
+REST_TOLERANCE = 1e-4
 TASKS = ('arm_push', 'panda_push')  # sim.envs.ENV_NAMES (not imported: it loads MuJoCo)
 
 
@@ -77,6 +79,10 @@ class DemoState:
     checker: CommandedMotionChecker | None = None  # stock JTC rules and limits, every message
     stamped_before_episode: int = 0  # commands planned before a sim reset (the sim ignores them)
     unchecked_before_first_episode: int = 0  # commands before the monitor saw an episode start
+    # Commands of an episode in which the arm was already moving when the monitor got its first
+    # one (it missed earlier commands, e.g. its subscription matched late): their motion cannot
+    # be rebuilt from rest, so the rest of that episode is not checked.
+    unchecked_missed_commands: int = 0
     # checked message index -> its stamp minus the latest episode start (failure reports)
     after_episode_start: dict[int, float] = field(default_factory=dict)
 
@@ -85,14 +91,15 @@ class DemoMonitor(Node):
     """Listens to episodes, diagnostics and commands; calls the reset services."""
 
     def __init__(self, command_topic: str, limits: JointLimits | None = None,
-                 joint_names: tuple[str, ...] = ()):
+                 joint_names: tuple[str, ...] = (), context=None):
         """Subscribe to what the demo reports on; check every command against ``limits``."""
-        super().__init__('demo_monitor')
+        super().__init__('demo_monitor', context=context)
         self.state = DemoState()
         self.joint_names = tuple(joint_names)
         # Recent (stamp, measured positions): where an idle arm rests when a command comes.
         self._positions: deque[tuple[float, np.ndarray]] = deque(maxlen=200)
         self._episode_start: float | None = None  # stamp of the latest episode start
+        self._missed_commands = False  # this episode's motion cannot be rebuilt (see state)
         if limits is not None:
             self.state.checker = CommandedMotionChecker(self.joint_names, limits)
             self.create_subscription(JointState, 'joint_states', self.joint_state_callback,
@@ -128,10 +135,10 @@ class DemoMonitor(Node):
         if self.state.counting:
             self.state.trajectories += 1
         checker = self.state.checker
-        if checker is not None and self._positions:
+        if checker is not None:
             # The node planned from the joint state it had when it stamped the message.
             stamp = stamp_to_seconds(msg.header.stamp)
-            if self._episode_start is None:
+            if self._episode_start is None or not self._positions:
                 # Before the demo's first reset the monitor may have missed earlier commands
                 # (it starts after the nodes), so it cannot rebuild the motion they began.
                 self.state.unchecked_before_first_episode += 1
@@ -141,6 +148,13 @@ class DemoMonitor(Node):
                 self.state.stamped_before_episode += 1
                 return
             before = [p for t, p in self._positions if t <= stamp]
+            if not checker.following and not self._missed_commands:
+                # The first command the monitor gets in an episode starts from rest, unless it
+                # missed earlier ones that already move the arm.
+                self._missed_commands = arm_moving(before)
+            if self._missed_commands:
+                self.state.unchecked_missed_commands += 1
+                return
             self.state.after_episode_start[checker.messages] = stamp - self._episode_start
             checker.add(msg, start_position=before[-1] if before else self._positions[0][1])
 
@@ -155,8 +169,16 @@ class DemoMonitor(Node):
     def episode_start_callback(self, msg: Header) -> None:
         """Restart the motion check: the simulator reset the arm (it rests where measured)."""
         self._episode_start = stamp_to_seconds(msg.stamp)
+        self._missed_commands = False
         if self.state.checker is not None:
             self.state.checker.restart()
+
+
+def arm_moving(positions: list[np.ndarray], tolerance: float = REST_TOLERANCE) -> bool:
+    """Tell whether the last two measured positions differ by more than ``tolerance``."""
+    if len(positions) < 2:
+        return False
+    return float(np.max(np.abs(positions[-1] - positions[-2]))) > tolerance
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -389,10 +411,12 @@ def summary(state: DemoState, wall_s: float, model: str) -> str:
                      f'{c["peak_acceleration_ratio"]:.2f}x of the limits'))
         rows.append(('seams reached after braking began (stop-and-go)',
                      f'{c["braking_seams"]} of {c["seams_checked"]}'))
-        rows.append(('not checked: before the first episode / stamped before a reset',
+        rows.append(('not checked: before the first episode / stamped before a reset / '
+                     'arm already moving (commands missed)',
                      f'{state.unchecked_before_first_episode} / '
                      f'{state.stamped_before_episode} (the sim node ignored '
-                     f'{state.sim_status.get("trajectories_before_episode", "n/a")})'))
+                     f'{state.sim_status.get("trajectories_before_episode", "n/a")}) / '
+                     f'{state.unchecked_missed_commands}'))
     width = max(len(name) for name, _ in rows)
     lines = [f'| {"metric".ljust(width)} | value', f'|-{"-" * width}-|------']
     lines += [f'| {name.ljust(width)} | {text}' for name, text in rows]
@@ -419,6 +443,9 @@ def write_report(path: Path, state: DemoState, wall_s: float, model: str,
         'chunks_per_simulated_s': state.trajectories / max(sim_s, 1e-9),
         'policy_diagnostics': state.policy_status,
         'motion_check': state.checker.summary() if state.checker is not None else None,
+        'unchecked': {'before_first_episode': state.unchecked_before_first_episode,
+                      'stamped_before_a_reset': state.stamped_before_episode,
+                      'arm_already_moving': state.unchecked_missed_commands},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=str) + '\n')
@@ -489,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
                 f'{v} (stamped {offsets.get(v.message, float("nan")):.3f} s after its episode '
                 'started)' for v in checker.violations[:5]]:
             print(f'demo: SAFETY CHECK FAILED: {problem}', file=sys.stderr)
+        if monitor.state.unchecked_missed_commands:
+            print(f'demo: {monitor.state.unchecked_missed_commands} commands not checked: the '
+                  'arm was already moving when the monitor got the first command of their '
+                  'episode (it missed earlier ones)', file=sys.stderr)
     except KeyboardInterrupt:
         print('demo: interrupted', file=sys.stderr)
     finally:

@@ -161,6 +161,11 @@ class CommandedMotionChecker:
         self._tail_start = self._pending[-2][2][3] if len(self._pending) >= 2 else None
         self._executed_until = now
 
+    @property
+    def following(self) -> bool:
+        """Tell whether a message is being followed (the next one is a seam, not from rest)."""
+        return self._follower.active
+
     def restart(self) -> None:
         """
         Check what was executed, then forget it: something else moved the arm (a sim reset).
