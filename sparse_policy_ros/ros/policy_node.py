@@ -42,7 +42,6 @@ from std_msgs.msg import Float64MultiArray, Header
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from .command_output import CommandOutput
 from .description_topic import wait_for_robot_description
 from .diagnostics import make_status
 from .fidelity_check import FidelityCheck, FidelitySettings
@@ -50,14 +49,15 @@ from .image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from .inference_worker import InferenceWorker
 from .joint_states import joint_positions_from_msg
 from .node_main import run_node
-from .observation_buffer import AssembledObservation, ObservationBuffer
 from .params import CONFIGURE, declare, POLICY_PARAMS, RANDOM_MODEL, spec_by_name, values
 from .policy_loader import load_sparse_policy
 from .policy_statistics import PolicyStatistics
 from .robot_description import load_robot_description, parse_urdf, resolve_joint_limits
 from .robot_description import resolve_joint_names, RobotDescription
-from .trajectory import stamp_to_seconds
+from .trajectory import stamp_to_seconds, to_joint_trajectory_msg
+from ..control.control_loop import ControlLoop
 from ..control.message_errors import MessageError
+from ..control.observation_buffer import AssembledObservation, ObservationBuffer
 from ..control.replanning import Replanner, ReplanSettings
 from ..control.safety import ActionRejected, HoldLatch, SafetyFilter
 from ..policy.prefix import ActionPrefix
@@ -97,11 +97,12 @@ class PolicyNode(LifecycleNode):
         self._policy_lock = threading.Lock()  # the policy: predict, reset, close
         self._policy = None
         self._policy_source = ''
-        self._buffer: ObservationBuffer | None = None
-        self._output = CommandOutput(self.joint_names, self._output_type)
+        # History, replanning and the commanded trajectory (configured at configure).
+        self._loop = ControlLoop(self.joint_names, self._output_type, send=self._send_plan)
+        self._trajectory_pub = None  # JointTrajectory to the controller (or the preview)
+        self._forward_pub = None  # Float64MultiArray to forward_position_controller
         self._stats = PolicyStatistics()
         self._worker: InferenceWorker | None = None
-        self._replanner: Replanner | None = None  # when to call, what a call keeps
         self._replan_mode = 'chunked'
         self._n_action_steps = 1
         self._fidelity: FidelityCheck | None = None  # online check against a reference
@@ -202,11 +203,11 @@ class PolicyNode(LifecycleNode):
             self._fidelity = fidelity
         with self._lock:
             self._cameras = tuple(config.camera_names)
-            self._buffer = ObservationBuffer(self._cameras, config.state_dim,
-                                             config.n_obs_steps, self._control_period)
-            self._replanner = Replanner(self._control_period, config.n_obs_steps,
-                                        config.horizon)
-            self._output.configure(SafetyFilter(limits, self._control_period), self._replanner)
+            self._loop.configure(
+                SafetyFilter(limits, self._control_period),
+                Replanner(self._control_period, config.n_obs_steps, config.horizon),
+                ObservationBuffer(self._cameras, config.state_dim, config.n_obs_steps,
+                                  self._control_period))
             self._stats.clear()
         self._worker = InferenceWorker(self._run_inference, self._inference_error,
                                        on_idle=self._inference_idle)
@@ -216,13 +217,13 @@ class PolicyNode(LifecycleNode):
                 'streaming with replan_rate 0 leaves no spare cycle: the online fidelity '
                 'check runs only when replan_rate > 0 leaves slack')
         if self._output_type in ('joint_trajectory', 'both'):
-            self._output.trajectory_pub = self.create_lifecycle_publisher(
+            self._trajectory_pub = self.create_lifecycle_publisher(
                 JointTrajectory, settings['controller_topic'], COMMAND_QOS)
         elif self._output_type == 'preview':  # dry run: the plans, to nobody's controller
-            self._output.trajectory_pub = self.create_lifecycle_publisher(
+            self._trajectory_pub = self.create_lifecycle_publisher(
                 JointTrajectory, settings['preview_topic'], COMMAND_QOS)
         if self._output_type in ('forward_position', 'both'):
-            self._output.forward_pub = self.create_lifecycle_publisher(
+            self._forward_pub = self.create_lifecycle_publisher(
                 Float64MultiArray, settings['forward_position_topic'], COMMAND_QOS)
         if policy.mode == 'ddim_rollout' and (self._replan_mode != 'streaming'
                                               or settings['sampling_noise'] != 'shifted'):
@@ -269,13 +270,13 @@ class PolicyNode(LifecycleNode):
             self.joint_state_callback, qos_profile_sensor_data))
         with self._lock:
             self._clear_state('activate')
-            self._output.holding = False
+            self._loop.holding = False
             self._active = True
             if self.get_parameter('require_arming').value:
                 self._enabled = False  # armed again by ~/enable after every activate
         self._tick_timer = self.create_timer(self._control_period / 4.0,
                                              self.control_tick_callback)
-        if self._output.forward_pub is not None:
+        if self._forward_pub is not None:
             self._stream_timer = self.create_timer(self._control_period,
                                                    self.forward_stream_callback)
         self._state_label = 'active'
@@ -317,7 +318,7 @@ class PolicyNode(LifecycleNode):
             self._active = False
             self._generation += 1
             self._stop_motion(why)
-        publisher = self._output.trajectory_pub
+        publisher = self._trajectory_pub
         if publisher is not None:
             try:
                 publisher.wait_for_all_acked(Duration(seconds=STOP_ACK_TIMEOUT_S))
@@ -363,9 +364,9 @@ class PolicyNode(LifecycleNode):
             return
         threshold = self.get_parameter('joint_jump_threshold').value
         with self._lock:
-            if self._buffer is None or not self._active or self._before_episode(stamp):
+            if self._loop.buffer is None or not self._active or self._before_episode(stamp):
                 return
-            latest = self._buffer.latest_joint_state()
+            latest = self._loop.buffer.latest_joint_state()
             if latest is not None and threshold > 0:
                 jump = np.abs(positions - latest[1])
                 if float(jump.max()) > threshold:
@@ -375,10 +376,10 @@ class PolicyNode(LifecycleNode):
                         f'joint {self.joint_names[joint]!r} jumped {jump[joint]:.4f} > '
                         f'joint_jump_threshold {threshold:g}: cleared history and rollout '
                         'cache, dropped the plan')
-            error = self._output.tracking_error(stamp, positions)
+            error = self._loop.tracking_error(stamp, positions)
             if error is not None:
                 self._stats.tracking_error.add(float(error.max()))
-            self._buffer.add_joint_state(stamp, positions)
+            self._loop.buffer.add_joint_state(stamp, positions)
         self._stream_trigger()
 
     def episode_start_callback(self, msg: Header) -> None:
@@ -386,7 +387,7 @@ class PolicyNode(LifecycleNode):
         stamp = stamp_to_seconds(msg.stamp)
         with self._lock:
             self._episode_start = stamp if stamp > 0 else None
-            if self._buffer is None or not self._active:
+            if self._loop.buffer is None or not self._active:
                 return
             self._clear_state('episode')
         self.get_logger().info(f'episode {msg.frame_id or "?"} started at {stamp:.3f} s: '
@@ -398,7 +399,7 @@ class PolicyNode(LifecycleNode):
         now = self._now()
         timeout = self.get_parameter('observation_timeout').value
         with self._lock:
-            if not (self._active and self._enabled) or self._buffer is None:
+            if not (self._active and self._enabled) or self._loop.buffer is None:
                 return
             if self._last_tick_time is not None and now < self._last_tick_time - CLOCK_JUMP_BACK_S:
                 self.get_logger().warning(
@@ -406,15 +407,16 @@ class PolicyNode(LifecycleNode):
                     'history and rollout cache, dropped the plan')
                 self._clear_state('clock_jump')
             self._last_tick_time = now
-            age = self._buffer.age(now)
+            age = self._loop.buffer.age(now)
             if age is None:
-                self._waiting_reason = f'no data yet from {self._buffer.missing_sources()}'
+                self._waiting_reason = f'no data yet from {self._loop.buffer.missing_sources()}'
                 return
             stale = age > timeout
             if self._hold_latch.update(stale):
                 self._generation += 1
-                self._publish_hold(now, f'observations stale ({self._buffer.stalest_source()} '
-                                   f'{age:.3f} s old > observation_timeout {timeout:.3f} s)',
+                source = self._loop.buffer.stalest_source()
+                self._publish_hold(now, f'observations stale ({source} {age:.3f} s old > '
+                                   f'observation_timeout {timeout:.3f} s)',
                                    error=True)
             if not stale:
                 self._start_inference_if_due(now)
@@ -432,20 +434,18 @@ class PolicyNode(LifecycleNode):
 
         Lock held; the caller checked that the node is active, enabled and the data fresh.
         """
-        if self._worker is None or self._worker.busy or self._replanner is None:
+        if self._worker is None or self._worker.busy or self._loop.replanner is None:
             return
-        settings = self._replan_settings()
-        if not self._replanner.due(settings, now, self._buffer.newest_stamp(),
-                                   self._output.executable_due):
+        if not self._loop.call_due(self._replan_settings(), now):
             return
         try:
-            assembled = self._buffer.assemble()
+            assembled = self._loop.buffer.assemble()
         except LookupError as error:
             self._waiting_reason = str(error)
             return
         self._waiting_reason = ''
         if self._worker.submit((self._generation, assembled)):
-            self._replanner.started(now, assembled.stamp)
+            self._loop.call_started(now, assembled.stamp)
 
     def _stream_trigger(self) -> None:
         """Streaming: start a call when new data came and the worker is free."""
@@ -454,9 +454,9 @@ class PolicyNode(LifecycleNode):
         now = self._now()
         timeout = self.get_parameter('observation_timeout').value
         with self._lock:
-            if not (self._active and self._enabled) or self._buffer is None:
+            if not (self._active and self._enabled) or self._loop.buffer is None:
                 return
-            age = self._buffer.age(now)
+            age = self._loop.buffer.age(now)
             if age is None or age > timeout:
                 return  # the control tick publishes the hold and reports it
             self._start_inference_if_due(now)
@@ -471,8 +471,8 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             if not (self._active and self._enabled):
                 return
-            command = self._output.forward_command(now, self._control_period)
-            publisher = self._output.forward_pub
+            command = self._loop.forward_command(now)
+            publisher = self._forward_pub
         if command is not None and publisher is not None:
             publisher.publish(Float64MultiArray(data=command.tolist()))
 
@@ -493,14 +493,16 @@ class PolicyNode(LifecycleNode):
                     self._fidelity.reset()
             served = (self._policy if self._fidelity is None
                       else self._fidelity.served(self._inference_budget()))
+            settings = self._replan_settings()
             with self._lock:
-                base = (assembled.stamp if self._replanner is None else
-                        self._replanner.time_base(self._replan_settings(), assembled.stamp))
-                shift = (self._replanner.steps_since_last_call(base)
-                         if self._replanner is not None and self._replan_mode == 'streaming'
-                         else None)
-            prefix = self._committed_prefix(base)
-            noise = self._streaming_reuse(served, shift)
+                if self._loop.replanner is None:
+                    return
+                predict_ms = self._stats.predict_percentile_ms(90) or 0.0
+                inputs = self._loop.call_inputs(settings, assembled.stamp, self._now(),
+                                                predict_ms * 1e-3)
+            prefix = (None if inputs.prefix_rows is None
+                      else ActionPrefix(inputs.prefix_rows, 0, settings.prefix_until))
+            noise = self._streaming_reuse(served, inputs.shift)
             try:
                 chunk = served.predict(assembled.observation, prefix=prefix, noise=noise)
             except FloatingPointError as error:
@@ -520,35 +522,33 @@ class PolicyNode(LifecycleNode):
                 return
             executed = self.get_parameter('executed_actions').value or len(chunk.executable)
             self._drop_plan_if_not_followed()
-            current = self._output.current(now, self._latest_joint_state())
-            if current is None:
-                return
             try:
-                plan, splice = self._output.plan(chunk.executable[:executed], base, now,
-                                                 self._control_period, current)
+                outcome = self._loop.commit_chunk(chunk.executable[:executed],
+                                                  inputs.time_base, now)
             except ActionRejected as error:
                 self._reject(MessageError('actions_nonfinite', 'policy actions',
                                           'finite (horizon, dof) values', str(error)),
                              'policy')
                 return
+            if outcome.status == 'no_state':
+                return
             latency = now - assembled.stamp
             self._stats.record_call(chunk.stats, latency, assembled.max_skew)
-            if len(plan) == 0 and plan.safety.truncated:
+            if outcome.status == 'infeasible':
                 self._stats.count('chunks_infeasible')
                 self._log_throttled('chunks_infeasible',
                                     'chunk refused: its first target cannot be reached within '
                                     'the position, speed and acceleration limits; replanning')
                 return
-            if len(plan) == 0:
+            if outcome.status == 'late':
                 self._stats.count('chunks_late')
                 self._log_throttled('chunks_late',
                                     f'chunk came too late: latency {latency:.3f} s, all '
-                                    f'{plan.dropped} actions due within half a control period; '
-                                    'replanning')
+                                    f'{outcome.plan.dropped} actions due within half a control '
+                                    'period; replanning')
                 return
-            self._output.publish(plan, now, current[0])
             kept = 0 if prefix is None else len(prefix.actions)
-            self._stats.record_published(plan, splice, kept, now)
+            self._stats.record_published(outcome.plan, outcome.splice, kept, now)
             slack = self._seconds_until_inference(now)
         self._check_fidelity(assembled, chunk, now, slack, prefix)
 
@@ -570,37 +570,18 @@ class PolicyNode(LifecycleNode):
             return None
         return self._policy.continued_noise(previous, shift)
 
-    def _committed_prefix(self, time_base: float) -> ActionPrefix | None:
-        """
-        Streaming with ``consistency: prefix``: the actions a new chunk must keep (or None).
-
-        ``time_base``: when the chunk's row ``n_obs_steps - 1`` is due. The expected latency
-        is the time since then plus the 90th percentile of recent predict times (the first
-        call of an episode has nothing committed).
-        """
-        settings = self._replan_settings()
-        now = self._now()
-        with self._lock:
-            if self._replanner is None:
-                return None
-            predict_ms = self._stats.predict_percentile_ms(90) or 0.0
-            rows = self._replanner.prefix_rows(
-                settings, self._output.follower, time_base, now, self._output.plan_end,
-                max(now - time_base, 0.0) + predict_ms * 1e-3)
-        return None if rows is None else ActionPrefix(rows, 0, settings.prefix_until)
-
     def _inference_budget(self) -> float:
         """Seconds a call may take before its chunk is late (``Replanner.budget``)."""
-        if self._replanner is None:
+        if self._loop.replanner is None:
             return 0.0
-        return self._replanner.budget(self._replan_settings(), self._n_action_steps)
+        return self._loop.replanner.budget(self._replan_settings(), self._n_action_steps)
 
     def _seconds_until_inference(self, now: float) -> float:
         """Seconds until the control loop will want the next chunk (lock held)."""
-        if self._replanner is None:
+        if self._loop.replanner is None:
             return 0.0
-        return self._replanner.seconds_until_due(self._replan_settings(), now,
-                                                 self._output.executable_due)
+        return self._loop.replanner.seconds_until_due(self._replan_settings(), now,
+                                                      self._loop.executable_due)
 
     def _check_fidelity(self, assembled: AssembledObservation, chunk, now: float,
                         slack: float, prefix: ActionPrefix | None = None) -> None:
@@ -704,7 +685,7 @@ class PolicyNode(LifecycleNode):
         now = self._now()
         timeout = self.get_parameter('observation_timeout').value
         with self._lock:
-            age = self._buffer.age(now) if self._buffer is not None else None
+            age = self._loop.buffer.age(now) if self._loop.buffer is not None else None
             level, message = self._level_and_message(age, timeout)
             policy = self._policy  # cleanup may drop it meanwhile
             device = str(policy.device) if policy is not None else 'none'
@@ -747,7 +728,7 @@ class PolicyNode(LifecycleNode):
             return DiagnosticStatus.WARN, f'waiting: {self._waiting_reason or "no data yet"}'
         if age > timeout:
             return DiagnosticStatus.ERROR, (
-                f'observations stale: {self._buffer.stalest_source()} {age:.3f} s old > '
+                f'observations stale: {self._loop.buffer.stalest_source()} {age:.3f} s old > '
                 f'observation_timeout {timeout:.3f} s; holding position')
         if self._stats.new_rejections():
             return DiagnosticStatus.WARN, f'rejected input: {self._stats.last_error}'
@@ -758,13 +739,14 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------ helpers
     def _store_image(self, camera: str, seconds: float, rgb: np.ndarray) -> None:
         with self._lock:
-            if self._buffer is not None and self._active and not self._before_episode(seconds):
-                self._buffer.add_image(camera, seconds, rgb)
+            buffer = self._loop.buffer
+            if buffer is not None and self._active and not self._before_episode(seconds):
+                buffer.add_image(camera, seconds, rgb)
         self._stream_trigger()
 
     def _latest_joint_state(self) -> tuple[float, np.ndarray] | None:
         """Return the newest (stamp, positions) joint state, None without one (lock held)."""
-        return self._buffer.latest_joint_state() if self._buffer is not None else None
+        return self._loop.buffer.latest_joint_state() if self._loop.buffer is not None else None
 
     def _clear_state(self, cause: str) -> None:
         """
@@ -774,9 +756,9 @@ class PolicyNode(LifecycleNode):
         jump it no longer describes the arm, and the next chunk starts from the measured state.
         """
         self._generation += 1
-        if self._buffer is not None:
-            self._buffer.clear()
-        self._output.clear()
+        if self._loop.buffer is not None:
+            self._loop.buffer.clear()
+        self._loop.clear()
         self._hold_latch.disarm()
         self._last_tick_time = None
         self._last_noise = None
@@ -797,11 +779,11 @@ class PolicyNode(LifecycleNode):
         latest = self._latest_joint_state()
         if tolerance <= 0 or latest is None:
             return
-        error = self._output.tracking_error(*latest)
+        error = self._loop.tracking_error(*latest)
         if error is None or float(error.max()) <= tolerance:
             return
         joint = int(np.argmax(error))
-        self._output.clear()
+        self._loop.clear()
         self._stats.count('plans_dropped_tracking')
         self._log_throttled('plans_dropped_tracking',
                             f'joint {self.joint_names[joint]!r} is {error[joint]:.4f} from the '
@@ -815,7 +797,7 @@ class PolicyNode(LifecycleNode):
 
     def _stop_motion(self, why: str) -> None:
         """Publish one stop if a plan of ours may still be moving the arm (lock held)."""
-        if self._output.commanding:
+        if self._loop.commanding:
             self._publish_hold(self._now(), why, error=False)
 
     def _publish_hold(self, now: float, why: str, error: bool) -> None:
@@ -825,7 +807,7 @@ class PolicyNode(LifecycleNode):
         Nothing is published when nothing was commanded yet (the arm is not moving on our
         account) or when the node is not configured.
         """
-        plan = self._output.brake(now)
+        plan = self._loop.brake(now)
         if plan is None:
             self.get_logger().info(f'{why}: nothing commanded yet, no stop needed')
             return
@@ -837,6 +819,11 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(text)
         else:
             self.get_logger().info(text)
+
+    def _send_plan(self, plan) -> None:
+        """Publish a plan to the controller, or to the preview topic in a dry run."""
+        if self._trajectory_pub is not None:
+            self._trajectory_pub.publish(to_joint_trajectory_msg(plan))
 
     def _reject(self, error: MessageError, source: str) -> None:
         with self._lock:
@@ -893,9 +880,9 @@ class PolicyNode(LifecycleNode):
             self._policy = None
             self._policy_source = ''
         with self._lock:
-            publishers = (self._output.trajectory_pub, self._output.forward_pub)
-            self._output.release()
-            self._buffer = None
+            publishers = (self._trajectory_pub, self._forward_pub)
+            self._loop.release()
+            self._trajectory_pub = self._forward_pub = None
         for publisher in publishers:
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from sparse_policy_ros.control.observation_buffer import ObservationBuffer
 from sparse_policy_ros.policy.observation import OBS_IMAGES, OBS_STATE
-from sparse_policy_ros.ros.observation_buffer import ObservationBuffer
 
 
 def frame(value: int) -> np.ndarray:
