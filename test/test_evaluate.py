@@ -20,7 +20,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'default'
 FIELDS = {'mode', 'target_sparsity', 'episodes', 'success_rate', 'success_ci95',
           'action_deviation_from_dense', 'latency_p50_ms', 'latency_p99_ms', 'sparsity',
           'flops_per_call', 'calls', 'action_deviation_by_call', 'decision_fractions',
-          'failures', 'episodes_detail', 'steps', 'held_steps', 'seams', 'observation_change'}
+          'failures', 'episodes_detail', 'steps', 'held_steps', 'seams', 'observation_change',
+          'chunk_outcomes', 'velocity_limited'}
 
 
 def run(tmp_path: Path, *extra: str) -> tuple[dict, str]:

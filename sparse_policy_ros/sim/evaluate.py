@@ -19,7 +19,7 @@ are applied one per step; the observation history is padded with the first frame
 """
 
 import argparse
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 import datetime
 import json
@@ -36,7 +36,9 @@ from tqdm import tqdm
 from .disturbance import DisturbanceSpec
 from .env import ArmPushEnv
 from .envs import env_name_for_task, ENV_NAMES, make_env
+from .node_executor import node_joint_limits, NodeExecutor, run_episode_node
 from .seams import seam_metrics, seam_summary
+from ..control.replanning import NODE_CONSISTENCY, REPLAN_MODES, ReplanSettings
 from ..control.streaming import ChunkStream, CONSISTENCY_METHODS, delay_steps, StreamSettings
 from ..policy.checkpoint import load_config
 from ..policy.observation import OBS_IMAGES, OBS_STATE
@@ -207,13 +209,29 @@ def run_episode(env: ArmPushEnv, policy: SparsePolicy, seed: int,
             **seam_metrics(np.array(executed), period, splices)}
 
 
+def node_executor_from_args(args: argparse.Namespace, executed: int | None) -> NodeExecutor:
+    """Build the ``--executor node`` settings; ValueError names a flag it cannot honour."""
+    if args.consistency not in NODE_CONSISTENCY:
+        raise ValueError(f'--executor node takes --consistency {list(NODE_CONSISTENCY)} (the '
+                         f'node parameter), got {args.consistency!r}')
+    if args.disturbance != 'none':
+        raise ValueError('--executor node does not run the disturbance variant yet')
+    if args.cache_shift != 'auto':
+        raise ValueError('--executor node shifts the rollout cache as the node does '
+                         '(streaming); leave --cache-shift auto')
+    replan = ReplanSettings(args.replan_mode, args.replan_threshold, args.replan_rate,
+                            args.consistency, args.prefix_steps, args.prefix_until)
+    return NodeExecutor(replan, executed, args.latency_ms, args.noise)
+
+
 def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int,
                    target_sparsity: float | None, device: str, with_deviation: bool,
                    max_steps: int, env_name: str | None = None,
                    executed_actions: int | None = None,
                    int8_linears: bool = False, timing: Timing | None = None,
                    disturbance: DisturbanceSpec | None = None,
-                   rollout_refresh: float | None = None) -> list[dict]:
+                   rollout_refresh: float | None = None,
+                   executor: NodeExecutor | None = None) -> list[dict]:
     """
     All episodes of every mode in ``env_name`` (default: the model's task); a summary per mode.
 
@@ -229,7 +247,9 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
     ``executed_actions`` steps, chunks independent). ``disturbance``: the task's disturbance
     variant (``sim/disturbance.py``; drawn per seed, the same in every mode).
     ``rollout_refresh``: ddim_rollout computes every step of a call whose observation moved
-    more than this (``SparsePolicy``).
+    more than this (``SparsePolicy``). ``executor``: run each episode with the policy node's
+    control loop (``node_executor.py``; realtime, no deviation reference) instead of one
+    action per control step.
     """
     policies, reference, env = {}, None, None
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
@@ -240,22 +260,29 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
                 target_sparsity=None if mode == 'dense' else target_sparsity,
                 int8_linears=int8_linears,
                 rollout_refresh=rollout_refresh if mode == 'ddim_rollout' else None)
-        if with_deviation and any(mode != 'dense' for mode in modes):
+        if with_deviation and executor is None and any(mode != 'dense' for mode in modes):
             reference = SparsePolicy.from_pretrained(model, device=device, mode='dense')
         config = policies[modes[0]].config
         if env_name is None:
             env_name = env_name_for_task(config.extra)
         env = make_env(env_name, image_size=config.image_shape[1], max_steps=max_steps,
                        disturbance=disturbance)
+        joint_names, limits = node_joint_limits(env_name) if executor is not None else ((),
+                                                                                        None)
         with tqdm(total=episodes * len(modes), desc=f"eval {','.join(modes)}",
                   dynamic_ncols=True) as progress:
             for i in range(episodes):
                 for j in range(len(modes)):
                     mode = modes[(i + j) % len(modes)]
-                    results[mode].append(run_episode(
-                        env, policies[mode], seed_start + i,
-                        None if mode == 'dense' else reference, True, executed_actions,
-                        timing))
+                    if executor is not None:
+                        results[mode].append(run_episode_node(
+                            env, policies[mode], seed_start + i, executor, joint_names,
+                            limits))
+                    else:
+                        results[mode].append(run_episode(
+                            env, policies[mode], seed_start + i,
+                            None if mode == 'dense' else reference, True, executed_actions,
+                            timing))
                     progress.update()
     finally:
         if env is not None:
@@ -294,6 +321,12 @@ def summarize_mode(mode: str, target_sparsity: float | None, results: list[dict]
         'decision_fractions': decision_fractions(results),
         'observation_change': change_percentiles(results),
         'failures': failure_breakdown(results),
+        # --executor node: what became of the chunks, and targets the safety filter changed.
+        'chunk_outcomes': (dict(sum((Counter(r['chunk_outcomes']) for r in results),
+                                    Counter()))
+                           if results and 'chunk_outcomes' in results[0] else None),
+        'velocity_limited': (int(sum(r['velocity_limited'] for r in results))
+                             if results and 'velocity_limited' in results[0] else None),
         'episodes_detail': [{'seed': r['seed'], 'success': r['success'], 'calls': r['calls'],
                              'steps': r['steps'], 'splice_max': r['splice_max'],
                              'velocity_jump_max': r['velocity_jump_max'],
@@ -485,6 +518,20 @@ def main(argv: list[str] | None = None) -> int:
                         help='ddim_rollout: compute every step of a call whose observation '
                              "tokens moved more than this relative change (the report's "
                              'observation_change percentiles)')
+    parser.add_argument('--executor', choices=('grid', 'node'), default='grid',
+                        help="grid: one action per control step; node: the policy node's "
+                             'control loop (planned within the joint limits by its safety '
+                             'filter, published when the chunk arrives, the controller '
+                             'interpolating at the physics rate): always realtime, no '
+                             'deviation reference')
+    parser.add_argument('--replan-mode', choices=REPLAN_MODES, default='chunked',
+                        help='node executor: the node parameter replan_mode')
+    parser.add_argument('--replan-threshold', type=int,
+                        default=ReplanSettings.replan_threshold,
+                        help='node executor, chunked: call when this many actions are left')
+    parser.add_argument('--replan-rate', type=float, default=ReplanSettings.replan_rate,
+                        help='node executor, streaming: calls per second (0 = as fast as '
+                             'new data and inference allow)')
     parser.add_argument('--out', type=Path, default=Path('results/eval'))
     args = parser.parse_args(argv)
     modes = [MODE_ALIASES.get(m.strip(), m.strip()) for m in args.modes.split(',') if m.strip()]
@@ -512,9 +559,20 @@ def main(argv: list[str] | None = None) -> int:
         stream = StreamSettings(args.consistency, args.prefix_steps, args.prefix_until,
                                 args.ensemble_decay, args.warm_start)
         if args.latency_ms is not None:
-            if not args.realtime:
-                raise ValueError('--latency-ms needs --realtime')
+            if not (args.realtime or args.executor == 'node'):
+                raise ValueError('--latency-ms needs --realtime or --executor node')
             delay_steps(args.latency_ms / 1e3, 1.0)  # refuses a negative or non-finite one
+    except ValueError as error:
+        print(f'eval-policy: error: {error}', file=sys.stderr)
+        return 2
+    executor = None
+    try:
+        if args.executor == 'node':
+            executor = node_executor_from_args(args, executed)
+        elif (args.replan_mode, args.replan_threshold, args.replan_rate) != (
+                'chunked', ReplanSettings.replan_threshold, ReplanSettings.replan_rate):
+            raise ValueError('--replan-mode, --replan-threshold and --replan-rate need '
+                             '--executor node')
     except ValueError as error:
         print(f'eval-policy: error: {error}', file=sys.stderr)
         return 2
@@ -530,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     target = None if args.target_sparsity < 0 else args.target_sparsity
     rows = evaluate_modes(args.model, modes, args.episodes, args.seed_start, target,
                           args.device, not args.no_deviation, args.max_steps, env_name, executed,
-                          args.int8, timing, disturbance, args.rollout_refresh)
+                          args.int8, timing, disturbance, args.rollout_refresh, executor)
     table = markdown_table(rows) + '\n\nDecisions executed (calls after the first of each ' \
         'episode; dense: all calls):\n\n' + decision_table(rows) + \
         '\n\nFailed episodes, puck to goal centre (start of episode vs end):\n\n' + \
@@ -551,7 +609,10 @@ def main(argv: list[str] | None = None) -> int:
             'realtime': args.realtime, 'latency_ms': args.latency_ms,
             'disturbance': None if disturbance is None else disturbance.to_dict(),
             'consistency': asdict(stream), 'cache_shift': cache_shift, 'noise': args.noise,
-            'rollout_refresh': args.rollout_refresh,
+            'rollout_refresh': args.rollout_refresh, 'executor': args.executor,
+            'node': None if executor is None else {
+                **asdict(executor.replan), 'executed_actions': executor.executed_actions,
+                'latency_ms': executor.latency_ms, 'sampling_noise': executor.sampling_noise},
             'device': args.device, 'int8_linears': args.int8}
     if args.device.startswith('cuda') and torch.cuda.is_available():
         meta['device_name'] = torch.cuda.get_device_name(args.device)
