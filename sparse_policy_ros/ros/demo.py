@@ -411,8 +411,7 @@ def summary(state: DemoState, wall_s: float, model: str) -> str:
                      f'{c["peak_acceleration_ratio"]:.2f}x of the limits'))
         rows.append(('seams reached after braking began (stop-and-go)',
                      f'{c["braking_seams"]} of {c["seams_checked"]}'))
-        rows.append(('not checked: before the first episode / stamped before a reset / '
-                     'arm already moving (commands missed)',
+        rows.append(('not checked: before 1st episode / before a reset / arm moving',
                      f'{state.unchecked_before_first_episode} / '
                      f'{state.stamped_before_episode} (the sim node ignored '
                      f'{state.sim_status.get("trajectories_before_episode", "n/a")}) / '

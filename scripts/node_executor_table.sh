@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# What the policy node's control loop costs or gains (issue 21 item 3): the same model, mode
+# and fresh seeds through the grid executor (one action per control step) and through the
+# node's loop (eval-policy --executor node: chunks planned within the joint limits by the safety
+# filter, actions already due dropped, spliced onto the running trajectory, the controller
+# interpolating at the physics rate). Fixed latency models, so the rows do not depend on how
+# loaded the machine is: the pruner 30 ms, dense 100 ms (about their p50 on this 2-core VM
+# beside a second evaluation). Int8, one torch thread per process, two side by side.
+#
+#   scripts/node_executor_table.sh [SEED_START] [EPISODES] [OUT] [MODEL]
+#
+# Resumable: a row whose OUT/NAME/eval.json exists is kept. Paired comparisons go to
+# OUT/paired_*.json.
+set -euo pipefail
+seed_start=${1:-105000}
+episodes=${2:-300}
+out=${3:-results/eval/node_executor}
+model=${4:-models/default}
+mkdir -p "$out"
+export OMP_NUM_THREADS=1
+run() {  # run NAME MODE ARGS...
+  local name=$1 mode=$2; shift 2
+  if [ -f "$out/$name/eval.json" ]; then return; fi
+  eval-policy --model "$model" --int8 --no-deviation --episodes "$episodes" \
+    --seed-start "$seed_start" --modes "$mode" --out "$out/$name" "$@" > "$out/$name.log" 2>&1
+}
+(
+  run grid_sync pruner
+  run node_chunked pruner --executor node --latency-ms 30
+  run node_chunked_dense dense --executor node --latency-ms 100
+) &
+(
+  run grid_realtime pruner --realtime --latency-ms 30
+  run node_streaming pruner --executor node --latency-ms 30 --replan-mode streaming \
+    --consistency prefix
+) &
+wait
+pair() {  # pair NAME A B
+  python -m sparse_policy_ros.sim.paired "$out/$2/eval.json" "$out/$3/eval.json" \
+    --json "$out/paired_$1.json"
+}
+pair grid_vs_node grid_sync node_chunked
+pair realtime_vs_node grid_realtime node_chunked
+pair chunked_vs_streaming node_chunked node_streaming
+pair dense_vs_streaming node_chunked_dense node_streaming
