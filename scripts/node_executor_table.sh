@@ -3,7 +3,8 @@
 # and fresh seeds through the grid executor (one action per control step) and through the
 # node's loop (eval-policy --executor node: chunks planned within the joint limits by the safety
 # filter, actions already due dropped, spliced onto the running trajectory, the controller
-# interpolating at the physics rate). Fixed latency models, so the rows do not depend on how
+# interpolating at the physics rate). The node's default mode, the pruner at the checkpoint's
+# 0.94, and dense. Fixed latency models, so the rows do not depend on how
 # loaded the machine is: the pruner 30 ms, dense 100 ms (about their p50 on this 2-core VM
 # beside a second evaluation). Int8, one torch thread per process, two side by side.
 #
@@ -22,7 +23,8 @@ run() {  # run NAME MODE ARGS...
   local name=$1 mode=$2; shift 2
   if [ -f "$out/$name/eval.json" ]; then return; fi
   eval-policy --model "$model" --int8 --no-deviation --episodes "$episodes" \
-    --seed-start "$seed_start" --modes "$mode" --out "$out/$name" "$@" > "$out/$name.log" 2>&1
+    --seed-start "$seed_start" --modes "$mode" --target-sparsity 0.94 --out "$out/$name" "$@" \
+    > "$out/$name.log" 2>&1
 }
 (
   run grid_sync pruner
