@@ -26,3 +26,12 @@ if [ ! -f "$run/model.safetensors" ]; then
     --device cpu --precision bf16 "${resume[@]}"
 fi
 "$(dirname "$0")/panda_recipe.sh" "$data" "$run" "$seed_start" "$episodes" "$out"
+cp "$run/train_log.jsonl" "$out/train_log.jsonl"
+# Against the first round on the same seeds (its files are in the repo).
+first=results/eval/panda_wide_lift06
+if [ "$seed_start" = 100000 ] && [ -f "$first/first/eval.json" ]; then
+  python -m sparse_policy_ros.sim.paired \
+    "$first/first/eval.json,$first/second/eval.json:dense" \
+    "$out/first/eval.json,$out/second/eval.json:dense" \
+    "$out/first/eval.json,$out/second/eval.json:pruner" --json "$out/paired_vs_first_round.json"
+fi
