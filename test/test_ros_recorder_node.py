@@ -317,3 +317,67 @@ def test_an_incompatible_store_is_refused_at_start_up(ros_env, tmp_path):
             Parameter('output_path', value=str(path)), Parameter('camera_names', value=['wrist']),
             Parameter('image_topics', value=['camera/wrist/image_raw'])])
     assert ReplayBuffer.open(path).n_episodes == 1  # left as it was
+
+
+def test_marker_topics_write_each_episode_and_discard_failed_ones(ros_env, tmp_path):
+    settings = recorder_settings(ros_env, tmp_path / 'demos.zarr',
+                                 episode_start_topic='/sim_node/episode_start',
+                                 episode_end_topic='/sim_node/episode', discard_failed=True)
+    recorder = DemoRecorder(settings)
+    assert recorder.end_marker(0, '{"success": true}') is None  # idle: nothing to end
+    assert recorder.counts['end_markers_while_idle'] == 1
+    assert recorder.start_marker(0) == [(True, f'recording episode 0 into {settings.path}')]
+    feed(recorder, 1.0)
+    # The next episode's start writes this one first.
+    (written, message), (started, _) = recorder.start_marker(NS)
+    assert written and message.startswith('episode 0 written') and started
+    feed(recorder, 1.0)
+    ok, message = recorder.end_marker(NS, '{"episode": 2, "success": false}')
+    assert ok and message.startswith('the episode failed') and 'discarded episode 1' in message
+    assert recorder.start_marker(NS)[0][0]
+    feed(recorder, 1.0)
+    ok, message = recorder.end_marker(NS, 'not json: written')
+    assert ok and message.startswith('episode 1 written')
+    assert ReplayBuffer.open(settings.path).n_episodes == 2
+    assert recorder.counts['failed_discarded'] == 1 and recorder.counts['start_markers'] == 3
+
+
+def test_marker_topics_must_be_their_own(ros_env, tmp_path):
+    with pytest.raises(ValueError, match='expected topics of their own'):
+        recorder_settings(ros_env, tmp_path / 'demos.zarr', episode_start_topic='joint_states')
+    with pytest.raises(ValueError, match='expected topics of their own'):
+        recorder_settings(ros_env, tmp_path / 'demos.zarr', episode_start_topic='/a',
+                          episode_end_topic='/a')
+
+
+def test_sim_expert_episodes_are_recorded_one_by_one_from_the_marker_topics(
+        ros_harness, make_recorder, tmp_path):
+    store = tmp_path / 'auto.zarr'
+    outcomes = ros_harness.collect(String, '/sim_node/episode')
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics', DEEP)
+    make_recorder(output_path=str(store), episode_start_topic='/sim_node/episode_start',
+                  episode_end_topic='/sim_node/episode', discard_failed=True)
+    ros_harness.add_node(SimNode(context=ros_harness.context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in {
+            'teleop': 'expert', 'autoreset': True, 'real_time_factor': 3.0,
+            'image_size': SIZE, 'camera_rate': 10.0, 'max_episode_time': 8.0,
+            'seed': 17}.items()]), cleanup=close_node)
+
+    def written():
+        for array in reversed(diagnostics.snapshot()):
+            for status in array.status:
+                if status.name == 'recorder_node: recorder':
+                    found = status_values(status)
+                    return found if int(found['episodes_written']) >= 2 else None
+        return None
+    status = ros_harness.wait_for(written, 90.0, 'two episodes written by the markers')
+    # Every episode the recorder saw end was written, or discarded as failed; none by hand.
+    ended = int(status['end_markers'])
+    assert int(status['episodes_written']) + int(status['failed_discarded']) == ended
+    assert int(status['start_markers']) >= ended
+    buffer = ReplayBuffer.open(store)
+    assert buffer.n_episodes == int(status['episodes_written'])
+    successes = [o for o in map(json.loads, (m.data for m in outcomes.snapshot()))
+                 if o['success']]
+    assert len(successes) >= buffer.n_episodes
+    assert min(buffer.episode_lengths) >= 10  # seconds of expert pushing, at 10 Hz

@@ -306,6 +306,15 @@ RECORDER_PARAMS = (
               'stopped and written on its own (episodes are buffered in memory, decoded: a '
               '96x96 camera at 30 Hz takes ~50 MB a minute); a WARN says so.', READ_ONLY,
               value_range=(1.0, 3600.0)),
+    ParamSpec('episode_start_topic', '', 'std_msgs/Header topic: each message ends the '
+              'episode being recorded (written as by ~/stop) and starts the next (the sim '
+              "node's /sim_node/episode_start). '' = episodes start by ~/start only.",
+              READ_ONLY),
+    ParamSpec('episode_end_topic', '', 'std_msgs/String topic: each message ends the episode '
+              "being recorded and writes it (the sim node's /sim_node/episode). '' = none.",
+              READ_ONLY),
+    ParamSpec('discard_failed', False, 'An episode_end_topic message whose data is JSON with '
+              '"success": false discards the episode instead of writing it.', READ_ONLY),
     ParamSpec('diagnostics_period', 1.0, 'Seconds (wall) between /diagnostics messages.',
               READ_ONLY, value_range=(0.01, 60.0)),
 )

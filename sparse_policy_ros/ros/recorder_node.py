@@ -9,6 +9,11 @@ Services, all ``std_srvs/Trigger``::
     ~/stop     end it: resample it at ``rate`` and append it to the store at ``output_path``
     ~/discard  end it and drop it
 
+or marker topics: a ``std_msgs/Header`` on ``episode_start_topic`` writes the episode being
+recorded and starts the next, a ``std_msgs/String`` on ``episode_end_topic`` writes it (with
+``discard_failed``, one whose data is JSON with ``"success": false`` discards it): the sim
+node's ``~/episode_start`` and ``~/episode`` record the scripted expert episode by episode.
+
 The store is the one ``bag-to-dataset`` writes (``training/bag_dataset.py``), and so is the
 data: the messages go through the converter's own collector and planner (same message checks,
 same timing rules: header stamps, image hold, joint-state interpolation, the trajectory in force
@@ -29,6 +34,7 @@ topic, the bad-message counts, episodes written and the store.
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+import json
 import math
 from pathlib import Path
 import shutil
@@ -46,7 +52,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (HistoryPolicy, qos_profile_sensor_data, QoSProfile,
                        ReliabilityPolicy)
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -97,6 +103,9 @@ class RecorderSettings:
     use_receive_time: bool = False
     source: str = 'recorder_node'  # who wrote the episodes, for the store's attributes
     max_episode_duration: float = 300.0  # s after start: the episode is stopped and written
+    episode_start_topic: str = ''  # std_msgs/Header: write the episode, start the next
+    episode_end_topic: str = ''  # std_msgs/String: write the episode (or discard, see below)
+    discard_failed: bool = False  # an end message with JSON "success": false discards
 
 
 def settings_from_parameters(p: Mapping[str, Any], source: str) -> RecorderSettings:
@@ -137,6 +146,11 @@ def settings_from_parameters(p: Mapping[str, Any], source: str) -> RecorderSetti
                          f'and command_topic: expected distinct non-empty topics, got {wired} '
                          f'({repeated} repeated or empty)')
     image_types = dict(camera_topics)
+    markers = [t for t in (p['episode_start_topic'], p['episode_end_topic']) if t]
+    if len(set(markers)) != len(markers) or set(markers) & set(wired):
+        raise ValueError(f"parameters episode_start_topic = {p['episode_start_topic']!r} and "
+                         f"episode_end_topic = {p['episode_end_topic']!r}: expected topics "
+                         f'of their own, not {wired} nor each other')
     names = list(p['joint_names'])
     if len(set(names)) != len(names) or not all(names):
         raise refuse('joint_names', 'distinct non-empty names (or not set)')
@@ -151,7 +165,18 @@ def settings_from_parameters(p: Mapping[str, Any], source: str) -> RecorderSetti
         image_size=(int(size[0]), int(size[1])) if size else None,
         max_age=float(p['max_age']), min_steps=int(p['min_steps']),
         use_receive_time=bool(p['use_receive_time']), source=source,
-        max_episode_duration=float(p['max_episode_duration']))
+        max_episode_duration=float(p['max_episode_duration']),
+        episode_start_topic=p['episode_start_topic'], episode_end_topic=p['episode_end_topic'],
+        discard_failed=bool(p['discard_failed']))
+
+
+def outcome_failed(data: str) -> bool:
+    """Tell whether ``data`` is a JSON object whose ``success`` is false."""
+    try:
+        outcome = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(outcome, dict) and outcome.get('success') is False
 
 
 def _where(topic: str, index: int, time_ns: int | None) -> str:
@@ -181,7 +206,8 @@ class DemoRecorder:
         self.last_bad: dict[str, str] = {}  # topic -> the latest bad message's reason
         self.counts = Counter({'episodes_written': 0, 'episodes_refused': 0,
                                'episodes_discarded': 0, 'episodes_stopped_at_max_duration': 0,
-                               'ignored_while_idle': 0})
+                               'ignored_while_idle': 0, 'start_markers': 0, 'end_markers': 0,
+                               'end_markers_while_idle': 0, 'failed_discarded': 0})
         self.last_result = 'none'
 
     @property
@@ -266,6 +292,30 @@ class DemoRecorder:
         self._received.clear()
         self._bad.clear()
         return True, f'recording episode {self.n_stored} into {s.path}'
+
+    def start_marker(self, now_ns: int) -> list[tuple[bool, str]]:
+        """An episode began: write the one being recorded (as ``stop``), start the next."""
+        self.counts['start_markers'] += 1
+        results = [self.stop(now_ns)] if self._collector is not None else []
+        return [*results, self.start(now_ns)]
+
+    def end_marker(self, now_ns: int, data: str) -> tuple[bool, str] | None:
+        """
+        An episode ended: write the one being recorded (None when idle: counted, nothing done).
+
+        With ``discard_failed``, ``data`` that is JSON with ``"success": false`` (the sim
+        node's episode outcome) discards it instead.
+        """
+        if self._collector is None:
+            self.counts['end_markers_while_idle'] += 1
+            return None
+        self.counts['end_markers'] += 1
+        if self.settings.discard_failed and outcome_failed(data):
+            self.counts['failed_discarded'] += 1
+            ok, message = self.discard(now_ns)
+            self.last_result = f'the episode failed ({data.strip()[:200]}): {message}'
+            return ok, self.last_result
+        return self.stop(now_ns)
 
     def discard(self, now_ns: int) -> tuple[bool, str]:
         """Drop the current episode."""
@@ -469,6 +519,12 @@ class RecorderNode(Node):
                                  self._callback_for(settings.joint_state_topic), JOINT_QOS)
         self.create_subscription(COMMAND_TYPES[p['command_type']][0], settings.command_topic,
                                  self._callback_for(settings.command_topic), COMMAND_QOS)
+        if settings.episode_start_topic:
+            self.create_subscription(Header, settings.episode_start_topic,
+                                     self.episode_start_callback, COMMAND_QOS)
+        if settings.episode_end_topic:
+            self.create_subscription(String, settings.episode_end_topic,
+                                     self.episode_end_callback, COMMAND_QOS)
         self.create_service(Trigger, '~/start', self.start_callback)
         self.create_service(Trigger, '~/stop', self.stop_callback)
         self.create_service(Trigger, '~/discard', self.discard_callback)
@@ -504,6 +560,17 @@ class RecorderNode(Node):
         if stopped is not None:
             self.get_logger().warning(stopped)
 
+    def episode_start_callback(self, msg: Header) -> None:
+        """Write the episode being recorded and start the next (episode_start_topic)."""
+        for success, message in self.recorder.start_marker(self._now_ns()):
+            self._log_result(success, message)
+
+    def episode_end_callback(self, msg: String) -> None:
+        """Write (or, failed, discard) the episode being recorded (episode_end_topic)."""
+        result = self.recorder.end_marker(self._now_ns(), msg.data)
+        if result is not None:
+            self._log_result(*result)
+
     def start_callback(self, request: Trigger.Request,
                        response: Trigger.Response) -> Trigger.Response:
         """Begin an episode."""
@@ -522,11 +589,14 @@ class RecorderNode(Node):
     def _respond(self, response: Trigger.Response, success: bool,
                  message: str) -> Trigger.Response:
         response.success, response.message = success, message
+        self._log_result(success, message)
+        return response
+
+    def _log_result(self, success: bool, message: str) -> None:
         if success:  # one call site per severity: rclpy refuses to mix them
             self.get_logger().info(message)
         else:
             self.get_logger().warning(message)
-        return response
 
     def diagnostics_callback(self) -> None:
         """Publish recording or idle, the episode's progress and the message counts."""
