@@ -294,14 +294,14 @@ class DemoRecorder:
         return True, f'recording episode {self.n_stored} into {s.path}'
 
     def start_marker(self, now_ns: int) -> list[tuple[bool, str]]:
-        """An episode began: write the one being recorded (as ``stop``), start the next."""
+        """Write the episode being recorded (as ``stop``) and start the next: one began."""
         self.counts['start_markers'] += 1
         results = [self.stop(now_ns)] if self._collector is not None else []
         return [*results, self.start(now_ns)]
 
     def end_marker(self, now_ns: int, data: str) -> tuple[bool, str] | None:
         """
-        An episode ended: write the one being recorded (None when idle: counted, nothing done).
+        Write the episode being recorded: it ended (None when idle: counted, nothing done).
 
         With ``discard_failed``, ``data`` that is JSON with ``"success": false`` (the sim
         node's episode outcome) discards it instead.
