@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sparse_policy_ros.control.replanning import ReplanSettings
+from sparse_policy_ros.sim.disturbance import DisturbanceSpec
 from sparse_policy_ros.sim.env import ArmPushEnv
-from sparse_policy_ros.sim.evaluate import main
+from sparse_policy_ros.sim.evaluate import main, run_episode, Timing
 from sparse_policy_ros.sim.node_executor import node_joint_limits, NodeExecutor
 from sparse_policy_ros.sim.node_executor import run_episode_node
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
@@ -97,7 +98,6 @@ def test_cli_runs_the_node_executor_and_records_its_settings(tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (['--executor', 'node', '--consistency', 'ensemble'], '--executor node takes --consistency'),
-    (['--executor', 'node', '--disturbance', 'shove'], 'disturbance variant'),
     (['--executor', 'node', '--cache-shift', 'on'], 'leave --cache-shift auto'),
     (['--replan-mode', 'streaming'], 'need --executor node'),
     (['--executor', 'node', '--replan-rate', '-1'], 'replan_rate must be a finite number'),
@@ -105,3 +105,25 @@ def test_cli_runs_the_node_executor_and_records_its_settings(tmp_path):
 def test_node_executor_arguments_it_cannot_honour_exit_2(tmp_path, capsys, args, message):
     assert main(['--model', str(DEFAULT_MODEL), '--out', str(tmp_path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_disturbance_happens_at_its_control_step_as_in_the_grid_executor(policy):
+    joint_names, limits = node_joint_limits('arm_push')
+    spec = DisturbanceSpec('either')
+    results = []
+    for node in (False, True):
+        env = ArmPushEnv(image_size=policy.config.image_shape[1], max_steps=60,
+                         disturbance=spec)
+        try:
+            results.append(
+                run_episode_node(env, policy, 100005, NodeExecutor(latency_ms=30.0),
+                                 joint_names, limits) if node else
+                run_episode(env, policy, 100005, None, False, None, Timing(8)))
+        finally:
+            env.close()
+    grid, node = (r['disturbance'] for r in results)
+    assert grid is not None and node is not None
+    assert node['step'] == grid['step'] and node['kind'] == grid['kind']
+    # Applied unless the episode ended before its step (it does not, for this seed).
+    assert node['status'] == 'applied' or results[1]['steps'] < node['step']
+    assert node['status'] == 'applied'

@@ -210,9 +210,7 @@ class ArmPushEnv:
         if self._needs_reset:
             raise RuntimeError('call reset(seed) before step()')
         action = self._check_joint_vector(action, 'action')
-        event = self._disturbance
-        if event is not None and event.status == PENDING and self._steps + 1 == event.step:
-            self._apply_disturbance()
+        self.disturb_if_due(self._steps)
         self.set_joint_targets(action)
         self.advance(1.0 / self.control_hz)
         self._steps += 1
@@ -239,6 +237,19 @@ class ArmPushEnv:
             self._renderer = None
 
     # ------------------------------------------------------------------ lower-level API
+    def disturb_if_due(self, steps_done: int) -> bool:
+        """
+        Apply the episode's disturbance if it is drawn for control step ``steps_done + 1``.
+
+        ``step`` does this itself; a caller that drives the physics with ``advance`` (the node
+        executor) calls it at each control period. Returns whether it was applied now.
+        """
+        event = self._disturbance
+        if event is None or event.status != PENDING or steps_done + 1 != event.step:
+            return False
+        self._apply_disturbance()
+        return True
+
     def set_joint_targets(self, q: np.ndarray) -> None:
         """Set the servo position targets (n,) in rad, clipped to the joint limits."""
         q = self._check_joint_vector(q, 'q')

@@ -214,8 +214,6 @@ def node_executor_from_args(args: argparse.Namespace, executed: int | None) -> N
     if args.consistency not in NODE_CONSISTENCY:
         raise ValueError(f'--executor node takes --consistency {list(NODE_CONSISTENCY)} (the '
                          f'node parameter), got {args.consistency!r}')
-    if args.disturbance != 'none':
-        raise ValueError('--executor node does not run the disturbance variant yet')
     if args.cache_shift != 'auto':
         raise ValueError('--executor node shifts the rollout cache as the node does '
                          '(streaming); leave --cache-shift auto')

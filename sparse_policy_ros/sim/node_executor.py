@@ -195,6 +195,7 @@ def run_episode_node(env: ArmPushEnv, policy: SparsePolicy, seed: int, executor:
         if command is not None:
             env.set_joint_targets(command)
         if t + 1e-9 >= next_record:
+            env.disturb_if_due(len(executed))  # before the physics of the coming period
             executed.append(env.joint_targets)
             held += int(command is None)
             next_record += period
@@ -207,7 +208,9 @@ def run_episode_node(env: ArmPushEnv, policy: SparsePolicy, seed: int, executor:
             'decisions': decision_counts.tolist(), 'steps': len(executed), 'held_steps': held,
             'observation_change': changes,
             'object_to_goal_start': start_distance, 'object_to_goal_end': env.object_to_goal(),
-            'disturbance': None, 'chunk_outcomes': dict(outcomes),
+            'disturbance': (None if getattr(env, 'disturbance', None) is None
+                            else env.disturbance.to_dict()),
+            'chunk_outcomes': dict(outcomes),
             'velocity_limited': velocity_limited, 'position_clamped': position_clamped,
             'speed_ratio_max': speed_ratio_max(np.array(executed), period, limits),
             **seam_metrics(np.array(executed), period, splices)}
