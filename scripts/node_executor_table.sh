@@ -6,7 +6,10 @@
 # interpolating at the physics rate). The node's default mode, the pruner at the checkpoint's
 # 0.94, and dense. Fixed latency models, so the rows do not depend on how
 # loaded the machine is: the pruner 30 ms, dense 100 ms (about their p50 on this 2-core VM
-# beside a second evaluation). Int8, one torch thread per process, two side by side.
+# beside a second evaluation). Streaming rows call at 10 Hz (--replan-rate 10, one call per
+# control step) with the committed actions kept (--consistency prefix); the disturbance rows
+# shove the puck or move the goal once per episode (--disturbance either). Int8, one torch
+# thread per process, two side by side.
 #
 #   scripts/node_executor_table.sh [SEED_START] [EPISODES] [OUT] [MODEL]
 #
@@ -26,15 +29,19 @@ run() {  # run NAME MODE ARGS...
     --seed-start "$seed_start" --modes "$mode" --target-sparsity 0.94 --out "$out/$name" "$@" \
     > "$out/$name.log" 2>&1
 }
+stream=(--replan-mode streaming --replan-rate 10 --consistency prefix)
 (
   run grid_sync pruner
   run node_chunked pruner --executor node --latency-ms 30
   run node_chunked_dense dense --executor node --latency-ms 100
+  run dist_node_chunked_dense dense --executor node --latency-ms 100 --disturbance either
 ) &
 (
   run grid_realtime pruner --realtime --latency-ms 30
-  run node_streaming pruner --executor node --latency-ms 30 --replan-mode streaming \
-    --consistency prefix
+  run node_streaming pruner --executor node --latency-ms 30 "${stream[@]}"
+  run dist_node_streaming pruner --executor node --latency-ms 30 "${stream[@]}" \
+    --disturbance either
+  run dist_node_chunked pruner --executor node --latency-ms 30 --disturbance either
 ) &
 wait
 pair() {  # pair NAME A B
@@ -45,3 +52,5 @@ pair grid_vs_node grid_sync node_chunked
 pair realtime_vs_node grid_realtime node_chunked
 pair chunked_vs_streaming node_chunked node_streaming
 pair dense_vs_streaming node_chunked_dense node_streaming
+pair dist_dense_vs_streaming dist_node_chunked_dense dist_node_streaming
+pair dist_chunked_vs_streaming dist_node_chunked dist_node_streaming
