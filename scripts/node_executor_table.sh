@@ -35,13 +35,13 @@ stream=(--replan-mode streaming --replan-rate 10 --consistency prefix)
   run node_chunked pruner --executor node --latency-ms 30
   run node_chunked_dense dense --executor node --latency-ms 100
   run dist_node_chunked_dense dense --executor node --latency-ms 100 --disturbance either
+  run dist_node_chunked pruner --executor node --latency-ms 30 --disturbance either
 ) &
 (
   run grid_realtime pruner --realtime --latency-ms 30
   run node_streaming pruner --executor node --latency-ms 30 "${stream[@]}"
   run dist_node_streaming pruner --executor node --latency-ms 30 "${stream[@]}" \
     --disturbance either
-  run dist_node_chunked pruner --executor node --latency-ms 30 --disturbance either
 ) &
 wait
 pair() {  # pair NAME A B
