@@ -202,8 +202,13 @@ def test_control_imports_only_numpy_and_the_standard_library():
     for forbidden in ('rclpy', 'builtin_interfaces', 'trajectory_msgs'):
         assert not {name for name in loaded if name.split('.')[0] == forbidden}, forbidden
     ours = {name for name in loaded if name.split('.')[0] == 'sparse_policy_ros'}
-    assert ours - {'sparse_policy_ros', 'sparse_policy_ros.control'} == {
+    # The observation buffer assembles the policy's observation: it may read the contract's
+    # keys (policy/observation.py and its config, numpy only), nothing else of the engine.
+    contract = {'sparse_policy_ros.policy', 'sparse_policy_ros.policy.observation',
+                'sparse_policy_ros.policy.config'}
+    assert ours - {'sparse_policy_ros', 'sparse_policy_ros.control'} - contract == {
         'sparse_policy_ros.control.' + name for name in report['modules']}
+    assert 'torch' not in {name.split('.')[0] for name in loaded}
     others = {name.split('.')[0] for name in loaded} - {'numpy', 'sparse_policy_ros'}
     others -= set(sys.stdlib_module_names)
     assert not {name for name in others if not name.startswith('_')}, sorted(others)

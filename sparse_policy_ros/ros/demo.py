@@ -36,10 +36,9 @@ import yaml
 from .diagnostics import status_values
 from .joint_states import joint_positions_from_msg
 from .jtc_validation import CommandedMotionChecker
-from .params import POLICY_PARAMS, RANDOM_MODEL, SPARSITY_MODES
+from .params import RANDOM_MODEL, SPARSITY_MODES
 from .paths import default_model_dir, package_path
-from .robot_description import load_robot_description, resolve_joint_limits
-from .robot_description import resolve_joint_names
+from .robot_description import configured_joint_limits
 from .trajectory import stamp_to_seconds
 from ..control.message_errors import MessageError
 from ..control.safety import JointLimits
@@ -290,17 +289,11 @@ def apply_task(args: argparse.Namespace) -> str:
 
 def policy_limits(overrides: list[str]) -> tuple[tuple[str, ...], JointLimits]:
     """Joint names and limits the policy node runs with: config/policy.yaml plus overrides."""
-    text = package_path('config', 'policy.yaml').read_text()
-    params = {spec.name: spec.default for spec in POLICY_PARAMS}  # what the file leaves unset
-    params.update(yaml.safe_load(text)['/**/policy_node']['ros__parameters'])
+    values = {}
     for override in overrides:
         name, _, value = override.partition(':=')
-        params[name] = yaml.safe_load(value)
-    description = load_robot_description(params['robot_description'],
-                                         params['robot_description_file'])
-    joint_names = resolve_joint_names(params['joint_names'], description)
-    limits = resolve_joint_limits(params, joint_names, description)[0]
-    return joint_names, limits
+        values[name] = yaml.safe_load(value)
+    return configured_joint_limits(values)
 
 
 def resolve_model(args: argparse.Namespace) -> str:

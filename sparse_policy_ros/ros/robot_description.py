@@ -18,6 +18,7 @@ from pathlib import Path
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
+import yaml
 
 from .paths import package_path
 from ..control.safety import JointLimits
@@ -266,3 +267,25 @@ def _looser_than_description(param: str, values: np.ndarray, joint_names: tuple[
                             f"description's {bound} ({description.source}); the parameter "
                             'wins')
     return warnings
+
+
+def configured_joint_limits(overrides: dict | None = None
+                            ) -> tuple[tuple[str, ...], JointLimits]:
+    """
+    Return the joint names and limits of the shipped ``config/policy.yaml``, with overrides.
+
+    What the policy node starts with from that file (the demo arm's URDF for names, positions
+    and speeds, the file's accelerations), read without rclpy: the demo's motion check and the
+    evaluation's node executor use it. ``overrides``: parameter values that replace the file's
+    (the Panda's limits, ``robot_description_file: ''``). Raises ValueError as the node would.
+    """
+    config = yaml.safe_load(package_path('config', 'policy.yaml').read_text())
+    params = {'robot_description': '', 'robot_description_file': '', 'joint_names': [],
+              **{name: [] for name in LIMIT_PARAMS}}
+    params.update({key: value for key, value in
+                   config['/**/policy_node']['ros__parameters'].items() if key in params})
+    params.update(overrides or {})
+    description = load_robot_description(params['robot_description'],
+                                         params['robot_description_file'])
+    joint_names = resolve_joint_names(params['joint_names'], description)
+    return joint_names, resolve_joint_limits(params, joint_names, description)[0]

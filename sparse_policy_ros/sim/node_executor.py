@@ -20,14 +20,13 @@ the controller interpolates between the points. This executor runs that code
   then planned and published by the node's code, with the node's parameters.
 
 The joint limits are the policy node's: ``config/policy.yaml`` with the demo arm's URDF, or
-the Franka Panda's (``panda_env.controller_limits``), read with the node's own parameter code
-(so this path needs the ROS Python packages). Seeds give the same episodes as the grid
-executor: only how actions reach the arm differs.
+the Franka Panda's (``panda_env.controller_limits``), read by the node's own URDF and limit
+code (no rclpy). Seeds give the same episodes as the grid executor: only how actions reach the
+arm differs.
 """
 
 from collections import Counter
 from dataclasses import dataclass, field
-import json
 
 import numpy as np
 import torch
@@ -71,15 +70,19 @@ class NodeExecutor:
 
 
 def node_joint_limits(env_name: str) -> tuple[tuple[str, ...], JointLimits]:
-    """Return the joint names and limits the policy node runs with for ``env_name``."""
-    from ..ros.demo import EMPTY, policy_limits  # the node's parameter code (ROS packages)
-    overrides = []
+    """
+    Return the joint names and limits the policy node runs with for ``env_name``.
+
+    ``config/policy.yaml`` with the demo arm's URDF, or the Panda's limits as ``make demo``
+    gives them; read by the node's own URDF and limit code (``ros/robot_description.py``,
+    which imports no rclpy).
+    """
+    from ..ros.robot_description import configured_joint_limits
+    overrides = {}
     if env_name == 'panda_push':
         from .panda_env import controller_limits
-        overrides = [f'robot_description_file:={EMPTY}',
-                     *(f'{name}:={json.dumps(value)}'
-                       for name, value in controller_limits().items())]
-    return policy_limits(overrides)
+        overrides = {'robot_description_file': '', **controller_limits()}
+    return configured_joint_limits(overrides)
 
 
 @dataclass
