@@ -37,6 +37,8 @@ from .trajectory_follower import TrajectoryFollower
 
 REPLAN_MODES = ('chunked', 'streaming')
 NODE_CONSISTENCY = ('none', 'prefix')  # ensembling is evaluated in eval-policy only
+# sampling_noise: a new draw per call, or the last call's moved on (SamplingNoise.continued)
+NOISE_MODES = ('fresh', 'shifted')
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,13 @@ from rcl_interfaces.msg import ParameterType
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
-from ..control.replanning import NODE_CONSISTENCY, REPLAN_MODES
+from ..control.replanning import NODE_CONSISTENCY, NOISE_MODES, REPLAN_MODES
 
 READ_ONLY = 'read_only'
 CONFIGURE = 'configure'
 RUNTIME = 'runtime'
 
 SPARSITY_MODES = ('dense', 'pruner', 'fora', 'fixed', 'ddim', 'ddim_searched', 'ddim_rollout')
-NOISE_MODES = ('fresh', 'shifted')
 DEVICES = ('auto', 'cpu', 'cuda')
 OUTPUT_TYPES = ('joint_trajectory', 'forward_position', 'both', 'preview')
 RANDOM_MODEL = 'random'

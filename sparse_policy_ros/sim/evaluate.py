@@ -38,7 +38,8 @@ from .env import ArmPushEnv
 from .envs import env_name_for_task, ENV_NAMES, make_env
 from .node_executor import node_joint_limits, NodeExecutor, run_episode_node
 from .seams import seam_metrics, seam_summary
-from ..control.replanning import NODE_CONSISTENCY, REPLAN_MODES, ReplanSettings
+from ..control.replanning import NODE_CONSISTENCY, NOISE_MODES, REPLAN_MODES
+from ..control.replanning import ReplanSettings
 from ..control.streaming import ChunkStream, CONSISTENCY_METHODS, delay_steps, StreamSettings
 from ..policy.checkpoint import load_config
 from ..policy.observation import OBS_IMAGES, OBS_STATE
@@ -49,7 +50,6 @@ from ..sparsity.decisions import Decision, N_DECISIONS
 from ..sparsity.sparse_policy import FEWER_STEP_MODES, MODES, SparsePolicy
 
 MODE_ALIASES = {'static': 'fixed'}
-NOISE_CHOICES = ('fresh', 'shifted')
 DEFAULT_SEED_START = 100_000  # record-demos uses small seeds; evaluation stays far from them
 
 
@@ -97,8 +97,8 @@ class Timing:
     noise: str = 'fresh'
 
     def __post_init__(self):
-        if self.noise not in NOISE_CHOICES:
-            raise ValueError(f'noise must be one of {list(NOISE_CHOICES)}, got {self.noise!r}')
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f'noise must be one of {list(NOISE_MODES)}, got {self.noise!r}')
 
     def delay(self, measured_ms: float, control_period: float) -> int:
         """Control steps a call of ``measured_ms`` misses (0 when synchronous)."""
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='move the rollout cache by the control steps between calls '
                              '(auto: when replanning before a chunk ends, --executed-actions '
                              "below the model's n_action_steps)")
-    parser.add_argument('--noise', choices=NOISE_CHOICES, default='fresh',
+    parser.add_argument('--noise', choices=NOISE_MODES, default='fresh',
                         help="fresh: a new draw per call; shifted: the last call's initial "
                              'noise moved by the steps since, new rows at the end')
     parser.add_argument('--rollout-refresh', type=float, default=None,

@@ -35,13 +35,11 @@ from .env import ArmPushEnv
 from .seams import seam_metrics
 from ..control.control_loop import CallInputs, ControlLoop
 from ..control.observation_buffer import ObservationBuffer
-from ..control.replanning import Replanner, ReplanSettings
+from ..control.replanning import NOISE_MODES, Replanner, ReplanSettings
 from ..control.safety import JointLimits, SafetyFilter
 from ..policy.prefix import ActionPrefix
 from ..sparsity.decisions import N_DECISIONS
 from ..sparsity.sparse_policy import FEWER_STEP_MODES, SparsePolicy
-
-NOISE_MODES = ('fresh', 'shifted')  # the node's sampling_noise
 
 
 @dataclass(frozen=True)
