@@ -39,6 +39,11 @@ def test_the_node_limits_are_the_demo_arms():
     assert names == ('base_yaw', 'shoulder', 'elbow', 'wrist_pitch')
     np.testing.assert_allclose(limits.max_velocity, [1.5, 1.5, 2.0, 2.5])
     np.testing.assert_allclose(limits.max_acceleration, [8.0, 8.0, 10.0, 12.0])
+    _, looser = node_joint_limits('arm_push', {'max_joint_acceleration': [16, 16, 20, 24]})
+    np.testing.assert_allclose(looser.max_acceleration, [16.0, 16.0, 20.0, 24.0])
+    np.testing.assert_allclose(looser.max_velocity, limits.max_velocity)
+    with pytest.raises(ValueError, match=r"\['replan_rate'\] cannot be set here"):
+        node_joint_limits('arm_push', {'replan_rate': 5.0})
 
 
 def test_fixed_latency_episodes_repeat_and_the_targets_keep_the_speed_limit(policy):
@@ -100,6 +105,9 @@ def test_cli_runs_the_node_executor_and_records_its_settings(tmp_path):
     (['--executor', 'node', '--consistency', 'ensemble'], '--executor node takes --consistency'),
     (['--executor', 'node', '--cache-shift', 'on'], 'leave --cache-shift auto'),
     (['--replan-mode', 'streaming'], 'need --executor node'),
+    (['--node-param', 'max_joint_velocity:=[1, 1, 1, 1]'], 'need --executor node'),
+    (['--executor', 'node', '--node-param', 'replan_rate:=5'], "['replan_rate'] cannot be set"),
+    (['--executor', 'node', '--node-param', 'max_joint_velocity'], 'expects NAME:=VALUE'),
     (['--executor', 'node', '--replan-rate', '-1'], 'replan_rate must be a finite number'),
 ])
 def test_node_executor_arguments_it_cannot_honour_exit_2(tmp_path, capsys, args, message):

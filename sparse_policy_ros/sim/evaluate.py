@@ -32,11 +32,13 @@ import sys
 import numpy as np
 import torch
 from tqdm import tqdm
+import yaml
 
 from .disturbance import DisturbanceSpec
 from .env import ArmPushEnv
 from .envs import env_name_for_task, ENV_NAMES, make_env
-from .node_executor import node_joint_limits, NodeExecutor, run_episode_node
+from .node_executor import LIMIT_OVERRIDES, node_joint_limits, NodeExecutor
+from .node_executor import run_episode_node
 from .seams import seam_metrics, seam_summary
 from ..control.replanning import NODE_CONSISTENCY, NOISE_MODES, REPLAN_MODES
 from ..control.replanning import ReplanSettings
@@ -219,7 +221,17 @@ def node_executor_from_args(args: argparse.Namespace, executed: int | None) -> N
                          '(streaming); leave --cache-shift auto')
     replan = ReplanSettings(args.replan_mode, args.replan_threshold, args.replan_rate,
                             args.consistency, args.prefix_steps, args.prefix_until)
-    return NodeExecutor(replan, executed, args.latency_ms, args.noise)
+    overrides = {}
+    for item in args.node_param:
+        name, sep, value = item.partition(':=')
+        if not sep or not name:
+            raise ValueError(f'--node-param expects NAME:=VALUE, got {item!r}')
+        overrides[name] = yaml.safe_load(value)
+    unknown = sorted(set(overrides) - set(LIMIT_OVERRIDES))
+    if unknown:
+        raise ValueError(f'--node-param: {unknown} cannot be set here; expected some of '
+                         f'{list(LIMIT_OVERRIDES)}')
+    return NodeExecutor(replan, executed, args.latency_ms, args.noise, overrides)
 
 
 def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int,
@@ -265,8 +277,8 @@ def evaluate_modes(model: Path, modes: list[str], episodes: int, seed_start: int
             env_name = env_name_for_task(config.extra)
         env = make_env(env_name, image_size=config.image_shape[1], max_steps=max_steps,
                        disturbance=disturbance)
-        joint_names, limits = node_joint_limits(env_name) if executor is not None else ((),
-                                                                                        None)
+        joint_names, limits = ((), None) if executor is None else node_joint_limits(
+            env_name, executor.limit_overrides)
         with tqdm(total=episodes * len(modes), desc=f"eval {','.join(modes)}",
                   dynamic_ncols=True) as progress:
             for i in range(episodes):
@@ -530,6 +542,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--replan-rate', type=float, default=ReplanSettings.replan_rate,
                         help='node executor, streaming: calls per second (0 = as fast as '
                              'new data and inference allow)')
+    parser.add_argument('--node-param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='node executor: a joint or limit parameter of the policy node '
+                             '(YAML value, repeatable), e.g. max_joint_acceleration:=[16, 16, '
+                             '20, 24]')
     parser.add_argument('--out', type=Path, default=Path('results/eval'))
     args = parser.parse_args(argv)
     modes = [MODE_ALIASES.get(m.strip(), m.strip()) for m in args.modes.split(',') if m.strip()]
@@ -567,10 +583,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.executor == 'node':
             executor = node_executor_from_args(args, executed)
-        elif (args.replan_mode, args.replan_threshold, args.replan_rate) != (
-                'chunked', ReplanSettings.replan_threshold, ReplanSettings.replan_rate):
-            raise ValueError('--replan-mode, --replan-threshold and --replan-rate need '
-                             '--executor node')
+        elif (args.replan_mode, args.replan_threshold, args.replan_rate, args.node_param) != (
+                'chunked', ReplanSettings.replan_threshold, ReplanSettings.replan_rate, []):
+            raise ValueError('--replan-mode, --replan-threshold, --replan-rate and --node-param '
+                             'need --executor node')
     except ValueError as error:
         print(f'eval-policy: error: {error}', file=sys.stderr)
         return 2
@@ -610,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
             'rollout_refresh': args.rollout_refresh, 'executor': args.executor,
             'node': None if executor is None else {
                 **asdict(executor.replan), 'executed_actions': executor.executed_actions,
-                'latency_ms': executor.latency_ms, 'sampling_noise': executor.sampling_noise},
+                'latency_ms': executor.latency_ms, 'sampling_noise': executor.sampling_noise,
+                'limit_overrides': executor.limit_overrides},
             'device': args.device, 'int8_linears': args.int8}
     if args.device.startswith('cuda') and torch.cuda.is_available():
         meta['device_name'] = torch.cuda.get_device_name(args.device)

@@ -50,6 +50,7 @@ class NodeExecutor:
     executed_actions: int | None = None  # the node's executed_actions (None: every one)
     latency_ms: float | None = None  # None: each call's measured predict time
     sampling_noise: str = 'fresh'
+    limit_overrides: dict = field(default_factory=dict)  # node parameters (LIMIT_OVERRIDES)
     physics_rate: float = 100.0  # sim_node's defaults (config/sim.yaml)
     camera_rate: float = 20.0
     joint_state_rate: float = 50.0
@@ -67,20 +68,30 @@ class NodeExecutor:
                 raise ValueError(f'{name} must be > 0, got {getattr(self, name)!r}')
 
 
-def node_joint_limits(env_name: str) -> tuple[tuple[str, ...], JointLimits]:
+# Node parameters --node-param may set (the joints and their limits).
+LIMIT_OVERRIDES = ('joint_names', 'robot_description_file', 'joint_position_lower',
+                   'joint_position_upper', 'max_joint_velocity', 'max_joint_acceleration')
+
+
+def node_joint_limits(env_name: str, overrides: dict | None = None
+                      ) -> tuple[tuple[str, ...], JointLimits]:
     """
     Return the joint names and limits the policy node runs with for ``env_name``.
 
     ``config/policy.yaml`` with the demo arm's URDF, or the Panda's limits as ``make demo``
-    gives them; read by the node's own URDF and limit code (``ros/robot_description.py``,
-    which imports no rclpy).
+    gives them, then ``overrides`` (parameter values, :data:`LIMIT_OVERRIDES` only); read by the
+    node's own URDF and limit code (``ros/robot_description.py``, which imports no rclpy).
     """
     from ..ros.robot_description import configured_joint_limits
-    overrides = {}
+    unknown = sorted(set(overrides or {}) - set(LIMIT_OVERRIDES))
+    if unknown:
+        raise ValueError(f'node parameters {unknown} cannot be set here; expected some of '
+                         f'{list(LIMIT_OVERRIDES)}')
+    values = {}
     if env_name == 'panda_push':
         from .panda_env import controller_limits
-        overrides = {'robot_description_file': '', **controller_limits()}
-    return configured_joint_limits(overrides)
+        values = {'robot_description_file': '', **controller_limits()}
+    return configured_joint_limits({**values, **(overrides or {})})
 
 
 @dataclass
