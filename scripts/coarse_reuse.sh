@@ -8,6 +8,8 @@
 #   scripts/coarse_reuse.sh DATASET [K] [k] [SEED_START] [EPISODES] [OUT] [RUNS]
 #
 # DATASET: models/default's recording (its MODEL_CARD.md). Resumable: stages with output kept.
+# Latency side by side: python -m sparse_policy_ros.bench --model RUNS/reuse_K<K>_k<k> --int8 \
+#   --threads 1 --frames sliding --modes ddim_searched pruner --sparsity $(1 - k / K) --calls 60
 set -euo pipefail
 dataset=${1:?usage: scripts/coarse_reuse.sh DATASET [K] [k] [SEED_START] [EPISODES] [OUT]}
 K=${2:-25}
@@ -38,6 +40,7 @@ if [ ! -f "$dir/pruner.json" ]; then
   train-pruner --policy "$base" --dataset "$dataset" --target-sparsity "$s" --trajectories 6 \
     --max-calls 8 --held-out 2 --init-steps "$out/schedule_$name.json" --epochs 0 \
     --out "$dir" > "$out/pruner_$name.log" 2>&1
+  cp "$base/ddim_timesteps.json" "$dir/"  # bench --modes ddim_searched on the same folder
 fi
 if [ ! -f "$out/$name/eval.json" ]; then
   eval-policy --model "$dir" --int8 --no-deviation --episodes "$episodes" \
