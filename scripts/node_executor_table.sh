@@ -22,10 +22,13 @@ out=${3:-results/eval/node_executor}
 model=${4:-models/default}
 mkdir -p "$out"
 export OMP_NUM_THREADS=1
-run() {  # run NAME MODE ARGS...
-  local name=$1 mode=$2; shift 2
+run() {  # run NAME MODE ARGS... (EPISODES seeds)
+  run_n "$episodes" "$@"
+}
+run_n() {  # run_n N NAME MODE ARGS... (N seeds from SEED_START)
+  local n=$1 name=$2 mode=$3; shift 3
   if [ -f "$out/$name/eval.json" ]; then return; fi
-  eval-policy --model "$model" --int8 --no-deviation --episodes "$episodes" \
+  eval-policy --model "$model" --int8 --no-deviation --episodes "$n" \
     --seed-start "$seed_start" --modes "$mode" --target-sparsity 0.94 --out "$out/$name" "$@" \
     > "$out/$name.log" 2>&1
 }
@@ -34,13 +37,21 @@ stream=(--replan-mode streaming --replan-rate 10 --consistency prefix)
   run grid_sync pruner
   run node_chunked pruner --executor node --latency-ms 30
   run node_chunked_dense dense --executor node --latency-ms 100
-  run dist_node_chunked_dense dense --executor node --latency-ms 100 --disturbance either
   run dist_node_chunked pruner --executor node --latency-ms 30 --disturbance either
+  run node_chunked_accel2 pruner --executor node --latency-ms 30 \
+    --node-param 'max_joint_acceleration:=[16.0, 16.0, 20.0, 24.0]'
+  run_n 100 node_chunked_limits4_100 pruner --executor node --latency-ms 30 \
+    --node-param 'max_joint_velocity:=[6.0, 6.0, 8.0, 10.0]' \
+    --node-param 'max_joint_acceleration:=[32.0, 32.0, 40.0, 48.0]'
 ) &
 (
   run grid_realtime pruner --realtime --latency-ms 30
+  run grid_realtime_exec6 pruner --realtime --latency-ms 30 --executed-actions 6
   run node_streaming pruner --executor node --latency-ms 30 "${stream[@]}"
   run dist_node_streaming pruner --executor node --latency-ms 30 "${stream[@]}" \
+    --disturbance either
+  # The dense node rows take ~10 s an episode on this 2-core VM beside the others: 100 seeds.
+  run_n 100 dist_node_chunked_dense_100 dense --executor node --latency-ms 100 \
     --disturbance either
 ) &
 wait
@@ -50,7 +61,11 @@ pair() {  # pair NAME A B
 }
 pair grid_vs_node grid_sync node_chunked
 pair realtime_vs_node grid_realtime node_chunked
+pair replanning_period_vs_node grid_realtime_exec6 node_chunked
+pair limits node_chunked node_chunked_accel2
+pair limits4 node_chunked node_chunked_limits4_100
 pair chunked_vs_streaming node_chunked node_streaming
 pair dense_vs_streaming node_chunked_dense node_streaming
-pair dist_dense_vs_streaming dist_node_chunked_dense dist_node_streaming
 pair dist_chunked_vs_streaming dist_node_chunked dist_node_streaming
+pair dist_dense_vs_streaming dist_node_chunked_dense_100 dist_node_streaming
+pair dist_dense_vs_chunked dist_node_chunked_dense_100 dist_node_chunked
