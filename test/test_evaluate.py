@@ -235,9 +235,10 @@ def test_realtime_latency_delays_each_chunk_and_the_old_plan_runs_meanwhile():
     assert streaming['calls'] == 13 and streaming['held_steps'] == 2
     assert streaming['splices'] == 12 and streaming['splice_max'] > 0
     # A measured latency costs the steps it spans (one for a call under 100 ms; more when a
-    # loaded machine makes the first call slow): the first call's own latency decides.
+    # loaded machine makes the first call slow): the first call's own latency holds the start,
+    # and a later call slower than the plan it continues holds more steps.
     measured = episode(policy, 100003, Timing(1, True, None))
-    assert measured['held_steps'] == delay_steps(measured['latencies_ms'][0] / 1e3, 0.1)
+    assert measured['held_steps'] >= delay_steps(measured['latencies_ms'][0] / 1e3, 0.1)
     assert measured['held_steps'] >= 1
 
 
