@@ -16,6 +16,7 @@ The environment is ``--env`` (:mod:`.envs`), by default the one named by the mod
 
 Receding horizon: a call every ``n_action_steps`` control steps; the chunk's executable actions
 are applied one per step; the observation history is padded with the first frame at reset.
+``--executor node`` runs the policy node's own control loop instead (``node_executor.py``).
 """
 
 import argparse
@@ -620,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             'torch': torch.__version__,
             'model': str(args.model), 'env': env_name, 'command': ' '.join(sys.argv),
             'executed_actions': executed or config.n_action_steps,
-            'realtime': args.realtime, 'latency_ms': args.latency_ms,
+            'realtime': args.realtime or args.executor == 'node', 'latency_ms': args.latency_ms,
             'disturbance': None if disturbance is None else disturbance.to_dict(),
             'consistency': asdict(stream), 'cache_shift': cache_shift, 'noise': args.noise,
             'rollout_refresh': args.rollout_refresh, 'executor': args.executor,
