@@ -63,6 +63,7 @@ class NodeExecutor:
         if self.latency_ms is not None and not (np.isfinite(self.latency_ms)
                                                 and self.latency_ms >= 0):
             raise ValueError(f'latency_ms must be a finite number >= 0, got {self.latency_ms!r}')
+        check_limit_overrides(self.limit_overrides)
         for name in ('physics_rate', 'camera_rate', 'joint_state_rate'):
             if not getattr(self, name) > 0:
                 raise ValueError(f'{name} must be > 0, got {getattr(self, name)!r}')
@@ -71,6 +72,14 @@ class NodeExecutor:
 # Node parameters --node-param may set (the joints and their limits).
 LIMIT_OVERRIDES = ('joint_names', 'robot_description_file', 'joint_position_lower',
                    'joint_position_upper', 'max_joint_velocity', 'max_joint_acceleration')
+
+
+def check_limit_overrides(overrides: dict) -> None:
+    """Refuse node parameters other than :data:`LIMIT_OVERRIDES`, naming them."""
+    unknown = sorted(set(overrides) - set(LIMIT_OVERRIDES))
+    if unknown:
+        raise ValueError(f'node parameters {unknown} cannot be set here; expected some of '
+                         f'{list(LIMIT_OVERRIDES)}')
 
 
 def node_joint_limits(env_name: str, overrides: dict | None = None
@@ -83,10 +92,7 @@ def node_joint_limits(env_name: str, overrides: dict | None = None
     node's own URDF and limit code (``ros/robot_description.py``, which imports no rclpy).
     """
     from ..ros.robot_description import configured_joint_limits
-    unknown = sorted(set(overrides or {}) - set(LIMIT_OVERRIDES))
-    if unknown:
-        raise ValueError(f'node parameters {unknown} cannot be set here; expected some of '
-                         f'{list(LIMIT_OVERRIDES)}')
+    check_limit_overrides(overrides or {})
     values = {}
     if env_name == 'panda_push':
         from .panda_env import controller_limits
