@@ -1,6 +1,7 @@
 """run_node keeps a node spinning when one callback fails, and gives up on a failure loop."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -60,3 +61,51 @@ def test_a_callback_that_always_fails_ends_the_process():
     assert result.returncode != 0
     assert 'callback failed (5 in a row)' in result.stderr
     assert 'RuntimeError: bad message 5' in result.stderr
+
+
+SWALLOWING = textwrap.dedent("""
+    import sys
+    import time
+    from rclpy.node import Node
+    from sparse_policy_ros.ros import node_main
+
+    class Busy(Node):
+        # Its callback runs most of the time and catches every Exception, like many do.
+        def __init__(self):
+            super().__init__('busy')
+            self.create_timer(0.01, self.tick)
+            self.ticks = 0
+
+        def tick(self):
+            self.ticks += 1
+            if self.ticks == 2:
+                print('ready', flush=True)
+            try:
+                time.sleep(0.5)
+            except Exception:
+                pass
+
+        def stop_motion(self, why):
+            print(f'stop_motion: {why}', flush=True)
+
+        def close(self):
+            pass
+
+    sys.exit(node_main.run_node('busy', Busy, (ValueError,), args=[]))
+""")
+
+
+def test_sigterm_stops_the_node_even_when_it_lands_in_a_callback_catching_everything():
+    env = os.environ.copy()
+    env['ROS_DOMAIN_ID'] = isolate_dds()
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    process = subprocess.Popen([sys.executable, '-c', SWALLOWING], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == 'ready'
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert 'stop_motion: shutting down (TerminateRequested)' in out

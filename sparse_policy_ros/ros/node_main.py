@@ -2,6 +2,7 @@
 
 import signal
 import sys
+import threading
 from typing import Callable
 
 import rclpy
@@ -18,8 +19,14 @@ class TerminateRequested(Exception):
     """SIGTERM arrived: leave spin like Ctrl-C does."""
 
 
-def _raise_terminate(signum, frame):
-    raise TerminateRequested(f'signal {signum}')
+# Set by the SIGTERM handler, read by the spin loop. The handler must not raise where the signal
+# lands: inside a callback (or rclpy) an ``except Exception`` would swallow it and the node
+# would go on commanding the arm.
+_TERMINATE = threading.Event()
+
+
+def _request_terminate(signum, frame):
+    _TERMINATE.set()
 
 
 def run_node(name: str, make_node: Callable[[], Node],
@@ -39,7 +46,8 @@ def run_node(name: str, make_node: Callable[[], Node],
     # rclpy's own handlers would shut the context down before we could publish a stop: take
     # SIGINT (KeyboardInterrupt) and SIGTERM ourselves, stop, then shut down.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    previous_term = signal.signal(signal.SIGTERM, _raise_terminate)
+    _TERMINATE.clear()
+    previous_term = signal.signal(signal.SIGTERM, _request_terminate)
     node = None
     try:
         node = make_node()
@@ -70,6 +78,8 @@ def spin_tolerating_errors(node: Node) -> None:
     consecutive = 0
     try:
         while node.context.ok():
+            if _TERMINATE.is_set():
+                raise TerminateRequested('SIGTERM')
             try:
                 executor.spin_once(timeout_sec=0.1)
                 consecutive = 0
