@@ -438,9 +438,10 @@ def test_pruner_for_another_policy_is_refused_naming_the_field(tmp_path):
     good = PrunerConfig(n_branches=12, cond_dim=256, n_steps=100)
     check_pruner_matches(good, model)
     check_pruner_matches(PrunerConfig(n_branches=12, cond_dim=256), model, 10)  # no prior
+    check_pruner_matches(PrunerConfig(n_branches=12, cond_dim=256, n_steps=10), model)  # grid
     for field, value, expected_value, steps in (('cond_dim', 128, 256, None),
                                                 ('n_steps', 100, 50, 50),
-                                                ('n_steps', 50, 100, None)):
+                                                ('n_steps', 10, 100, 100)):
         config = PrunerConfig(**{**vars(good), field: value})
         with pytest.raises(ValueError,
                            match=f'^where: pruner {field} is {value}, expected '
@@ -482,3 +483,61 @@ def test_sparse_policy_refuses_a_pruner_trained_for_another_policy():
     with pytest.raises(ValueError, match='pruner n_branches is 24, expected 12'):
         SparsePolicy(model, Pruner(PrunerConfig(n_branches=24, cond_dim=model.config.n_emb)),
                      mode='pruner', device='cpu', warmup=False)
+
+
+def coarse_pruner_folder(folder: Path, grid: int, computed: list[int],
+                         config_steps: int | None = None) -> Path:
+    """Write the default model with a static reuse-schedule pruner on its own ``grid``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = json.loads((DEFAULT_MODEL / 'config.json').read_text())
+    if config_steps is not None:
+        config['policy']['num_inference_steps'] = config_steps
+    (folder / 'config.json').write_text(json.dumps(config))
+    for name in ('model.safetensors', 'stats.safetensors'):
+        (folder / name).symlink_to(DEFAULT_MODEL / name)
+    pruner = Pruner(PrunerConfig(n_branches=12, cond_dim=256, n_steps=grid))
+    pruner.init_prior_from(step_schedule(grid, 12, computed))
+    save_pruner(pruner.eval(), folder)
+    return folder
+
+
+def test_pruner_on_its_own_coarser_grid_samples_that_grid(tmp_path):
+    # A 10-step pruner beside the 100-step model: pruner calls run its 10 steps, the same
+    # actions as a model folder whose config says 10 steps, and the budget is in step
+    # equivalents of the model's 100 (0.98: 2 computed).
+    coarse = coarse_pruner_folder(tmp_path / 'coarse', 10, [0, 7])
+    ten = coarse_pruner_folder(tmp_path / 'ten', 10, [0, 7], config_steps=10)
+    obs = observation(load_config(DEFAULT_MODEL))
+    chunks = []
+    for folder, target in ((coarse, 0.98), (ten, 0.8), (coarse, None)):
+        policy = SparsePolicy.from_pretrained(folder, device='cpu', mode='pruner',
+                                              target_sparsity=target, warmup=False)
+        assert policy.scheduler.num_inference_steps == 10
+        chunk = policy.predict(obs, generator=torch.Generator().manual_seed(3))
+        assert chunk.stats.decisions.shape == (10, 12)
+        assert int((chunk.stats.decisions == C).sum()) == 24
+        chunks.append(chunk)
+        policy.close()
+    assert np.array_equal(chunks[0].actions, chunks[1].actions)
+    assert np.array_equal(chunks[0].actions, chunks[2].actions)
+    assert chunks[0].stats.sparsity == pytest.approx(0.98)  # against the dense 100 steps
+    assert chunks[1].stats.sparsity == pytest.approx(0.8)  # that folder's dense is 10 steps
+    dense = SparsePolicy.from_pretrained(coarse, device='cpu', mode='dense', warmup=False)
+    assert dense.scheduler.num_inference_steps == 100  # the dense sampler is untouched
+    dense.close()
+    # An explicit number of steps must be the pruner's grid.
+    with pytest.raises(ValueError, match='pruner n_steps is 10, expected 100'):
+        SparsePolicy.from_pretrained(coarse, device='cpu', mode='pruner',
+                                     num_inference_steps=100, warmup=False)
+    # A budget the grid cannot hold is refused with the numbers.
+    with pytest.raises(ValueError, match=r'target_sparsity 0.5 of 100 dense steps computes 50 '
+                                         r'step-equivalents.*10-step grid.*at least 0.9'):
+        SparsePolicy.from_pretrained(coarse, device='cpu', mode='pruner',
+                                     target_sparsity=0.5, warmup=False)
+
+
+def test_pruner_grid_beyond_the_training_timesteps_is_refused(tmp_path):
+    save_pruner(Pruner(PrunerConfig(n_branches=12, cond_dim=256, n_steps=200)), tmp_path)
+    shutil.copy2(DEFAULT_MODEL / 'config.json', tmp_path / 'config.json')
+    with pytest.raises(ValueError, match='pruner n_steps is 200, expected at most 100'):
+        load_pruner(tmp_path)

@@ -32,6 +32,8 @@ def test_budget_and_even_spacing():
     # FORA's spacing at a budget: every ceil(K / count) steps, all inside the K steps.
     assert interval_steps(100, 2) == (0, 50) and interval_steps(100, 3) == (0, 34, 68)
     assert interval_steps(100, 10) == tuple(range(0, 100, 10)) and interval_steps(7, 7)[-1] == 6
+    # FORA's spacing would run past the last step: the widest spacing that fits instead.
+    assert interval_steps(10, 6) == (0, 1, 2, 3, 4, 5) and interval_steps(10, 4) == (0, 3, 6, 9)
     with pytest.raises(ValueError, match='count'):
         interval_steps(5, 0)
 

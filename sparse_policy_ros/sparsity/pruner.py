@@ -322,14 +322,19 @@ def check_pruner_matches(pruner_config: PrunerConfig, model_config: PolicyConfig
     Raise ValueError naming ``source`` unless the pruner fits the policy.
 
     n_branches must be the policy's 3 * n_layer branches, cond_dim its n_emb, and n_steps
-    (when the pruner has a prior) the denoising steps per call: ``num_inference_steps``, by
-    default the config's.
+    (when the pruner has a prior) the denoising steps per call when ``num_inference_steps``
+    fixes them. Without it a pruner's n_steps is its own step grid (it may be coarser than the
+    config's dense sampler: ``SparsePolicy`` then runs pruner calls on it), which must fit the
+    model's ``num_train_timesteps``.
     """
-    steps = num_inference_steps or model_config.num_inference_steps
     expected = [('n_branches', model_config.n_branches, "the policy's prunable branches"),
                 ('cond_dim', model_config.n_emb, "the policy's n_emb")]
-    if pruner_config.n_steps:
-        expected.append(('n_steps', steps, 'denoising steps per call'))
+    if pruner_config.n_steps and num_inference_steps:
+        expected.append(('n_steps', num_inference_steps, 'denoising steps per call'))
+    if pruner_config.n_steps > model_config.num_train_timesteps:
+        raise ValueError(f'{source}: pruner n_steps is {pruner_config.n_steps}, expected at '
+                         f"most {model_config.num_train_timesteps} (the model's "
+                         f'num_train_timesteps): this pruner was trained for another policy')
     for name, want, meaning in expected:
         got = getattr(pruner_config, name)
         if got != want:

@@ -93,6 +93,36 @@ class ActionChunk:
         return self.actions[start:start + self.n_action_steps]
 
 
+def pruner_grid(pruner: Pruner, num_inference_steps: int | None, nominal: int) -> int:
+    """
+    Return the denoising steps a pruner-mode call runs on.
+
+    The pruner's own grid (``PrunerConfig.n_steps``: the steps its per-step prior was trained
+    for, which may be coarser than the model's dense sampler) unless ``num_inference_steps``
+    asks for a number of steps; ``nominal`` (the dense steps) for a pruner without a prior.
+    """
+    if num_inference_steps or not pruner.config.n_steps:
+        return nominal
+    return pruner.config.n_steps
+
+
+def grid_target_sparsity(target: float, nominal: int, grid: int) -> float:
+    """
+    Convert a target sparsity against ``nominal`` dense steps to one on a ``grid``-step sampler.
+
+    Both compute the same number of step-equivalents, ``(1 - target) * nominal``: 0.98 of 100
+    steps (2 computed) is 0.8 on a 10-step grid. Raises ValueError naming the three numbers when
+    the grid is too coarse for the target (more step-equivalents than it has steps).
+    """
+    converted = 1.0 - (1.0 - target) * nominal / grid
+    if not 0.0 <= converted < 1.0:
+        raise ValueError(
+            f'target_sparsity {target} of {nominal} dense steps computes '
+            f"{(1.0 - target) * nominal:g} step-equivalents, more than the pruner's {grid}-step "
+            f'grid holds; expected a target of at least {1.0 - grid / nominal:g}')
+    return round(converted, 12)
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error."""
     if isinstance(device, torch.device):
@@ -167,6 +197,11 @@ class SparsePolicy:
             self.model.transformer.unfreeze()
         steps = num_inference_steps or self.config.num_inference_steps
         self.nominal_steps = steps  # sparsity is measured against this many dense steps
+        # The pruner's own step grid (pruner.json n_steps, e.g. 10 of the model's 100), unless
+        # the caller asked for a number of steps; target_sparsity stays against nominal_steps.
+        grid = pruner_grid(pruner, num_inference_steps, steps) if mode == 'pruner' else steps
+        self.pruner_target = (None if mode != 'pruner' or target_sparsity is None
+                              else grid_target_sparsity(target_sparsity, steps, grid))
         if mode == 'ddim':
             self.scheduler = NoiseScheduler(self.config, ddim_steps_for(steps, target_sparsity),
                                             kind='ddim')
@@ -186,7 +221,7 @@ class SparsePolicy:
                 self.config, kind='ddim',
                 timesteps=searched_timesteps_for(ddim_timesteps or {}, ROLLOUT_BASE_STEPS))
         else:
-            self.scheduler = NoiseScheduler(self.config, steps)
+            self.scheduler = NoiseScheduler(self.config, grid)
         self.n_branches = self.config.n_branches
         self.pruner = None
         self._runner = None
@@ -319,8 +354,8 @@ class SparsePolicy:
         table = self.pruner.static_table
         if table is None:
             return True  # decisions from the logits: any kind, possibly observation-dependent
-        if self.target_sparsity is not None and compute_budget(
-                table.shape[0], table.shape[1], self.target_sparsity) != int(
+        if self.pruner_target is not None and compute_budget(
+                table.shape[0], table.shape[1], self.pruner_target) != int(
                     (table == int(Decision.COMPUTE)).sum()):
             return True  # another budget than the table's: decided from the logits
         return bool((table == int(Decision.REUSE_ROLLOUT)).any())
@@ -447,7 +482,7 @@ class SparsePolicy:
         if self._runner is not None:
             synchronous = synchronous_pruner or not self.async_pruner
             launch = self._runner.run_sync if synchronous else self._runner.launch
-            pending = launch(memory, self.target_sparsity, held)
+            pending = launch(memory, self.pruner_target, held)
         executed: list[torch.Tensor] = []
 
         def get_decisions() -> torch.Tensor:

@@ -67,10 +67,18 @@ def evenly_spaced_steps(steps: int, count: int) -> Steps:
 
 
 def interval_steps(steps: int, count: int) -> Steps:
-    """``count`` steps every ``ceil(steps / count)`` from 0: FORA's spacing at this budget."""
+    """
+    ``count`` steps every ``ceil(steps / count)`` from 0: FORA's spacing at this budget.
+
+    Where that spacing would run past the last step (6 of 10: 0, 2, .., 10), the widest
+    spacing that fits, ``(steps - 1) // (count - 1)``.
+    """
     if not 1 <= count <= steps:
         raise ValueError(f'count must be in [1, {steps}], got {count}')
-    return tuple(j * math.ceil(steps / count) for j in range(count))
+    interval = math.ceil(steps / count)
+    if count > 1 and (count - 1) * interval > steps - 1:
+        interval = (steps - 1) // (count - 1)
+    return tuple(j * interval for j in range(count))
 
 
 def best_start(cost: Callable[[Steps], float],
