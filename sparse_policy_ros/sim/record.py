@@ -14,6 +14,12 @@ expert's own path. Each run's noise settings and seeds are kept in the ``action_
 ``--env`` picks the task (:mod:`.envs`: ``arm_push``, the default, or ``panda_push``); the same
 PushExpert drives either arm.
 
+``--command-path node`` sends the expert's targets through the policy node's control loop
+(planned within the node's limits, interpolated by the controller; :mod:`.node_command_path`)
+instead of holding each as a step for a control period, and stores with each observation the
+target due at that step: data for a policy the node will drive. The store's ``command_path``
+attribute says which; a store holds one kind.
+
 Seeds ``seed_start, seed_start + 1, ...`` are tried until ``--episodes`` successful episodes are
 stored (at most ``--max-attempts`` seeds); failed episodes are dropped and counted. Each kept
 episode is appended with the observation seen *before* each action::
@@ -41,6 +47,7 @@ from .env import ArmPushEnv, DEFAULT_MAX_STEPS
 from .envs import DEFAULT_ENV, ENV_NAMES, make_env
 from .expert import (add_path_arguments, DEFAULT_CLEARANCE, DEFAULT_LIFT, DEFAULT_PASS_MARGIN,
                      ExecutionNoise, PushExpert)
+from .node_command_path import COMMAND_PATHS, NodeCommandPath
 from ..policy.observation import OBS_IMAGES, OBS_STATE
 from ..training.replay_buffer import ReplayBuffer
 
@@ -62,6 +69,8 @@ class RecordSummary:
     lengths: list[int] = field(default_factory=list)  # steps of every stored episode
     n_episodes_total: int = 0  # episodes in the store after this run (earlier runs included)
     seconds: float = 0.0  # wall-clock time of the run
+    # --command-path node: targets the node's loop planned, and those it could not (kept old)
+    node_targets: tuple[int, int] | None = None
 
     def table(self) -> str:
         """Return a short markdown table of the run."""
@@ -76,6 +85,9 @@ class RecordSummary:
              f'{lengths.min():.0f} / {lengths.mean():.1f} / {lengths.max():.0f}'),
             ('wall time', f'{self.seconds:.1f} s'),
         ]
+        if self.node_targets is not None:
+            rows.append(('node loop: targets planned / refused',
+                         f'{self.node_targets[0]} / {self.node_targets[1]}'))
         width = max(len(name) for name, _ in rows)
         lines = [f'| {"quantity":<{width}} | value |', f'| {"-" * width} | ----- |']
         lines += [f'| {name:<{width}} | {value} |' for name, value in rows]
@@ -113,9 +125,10 @@ def record_episode(env: ArmPushEnv, expert: PushExpert, seed: int,
     return success, episode
 
 
-def env_metadata(env: ArmPushEnv, expert: PushExpert) -> dict:
+def env_metadata(env: ArmPushEnv, expert: PushExpert, command_path: str = 'grid') -> dict:
     """JSON-serialisable description of the task the demonstrations come from."""
     return {
+        'command_path': command_path,
         'env': type(env).__name__,
         'expert': type(expert).__name__,
         'camera': CAMERA,
@@ -142,7 +155,7 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
                  env_name: str = DEFAULT_ENV, action_noise: float = 0.0,
                  noise_rho: float = 0.9, clearance: float = DEFAULT_CLEARANCE,
                  pass_margin: float = DEFAULT_PASS_MARGIN,
-                 lift: float = DEFAULT_LIFT) -> RecordSummary:
+                 lift: float = DEFAULT_LIFT, command_path: str = 'grid') -> RecordSummary:
     """
     Append ``episodes`` successful expert episodes to the replay buffer at ``out``.
 
@@ -151,8 +164,12 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
     ``env_name`` is one of :data:`.envs.ENV_NAMES`. ``action_noise`` > 0 (rad) records
     DART-style with :class:`.expert.ExecutionNoise` (``noise_rho``: its per-step correlation).
     ``clearance``, ``pass_margin`` (m): the expert's gaps from the puck; ``lift`` (m): its raised
-    approach height (:class:`PushExpert`).
+    approach height (:class:`PushExpert`). ``command_path``: ``grid`` (each target held for a
+    control period) or ``node`` (through the policy node's loop, :mod:`.node_command_path`).
     """
+    if command_path not in COMMAND_PATHS:
+        raise ValueError(f'command_path must be one of {list(COMMAND_PATHS)}, got '
+                         f'{command_path!r}')
     if episodes < 1:
         raise ValueError(f'episodes must be >= 1, got {episodes}')
     if seed_start < 0:
@@ -168,13 +185,17 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
         expert = PushExpert(env, clearance=clearance, pass_margin=pass_margin, lift=lift)
         noise = (ExecutionNoise(len(env.joint_names), noise_check.sigma, noise_check.rho)
                  if noise_check.sigma > 0 else None)
-        metadata = env_metadata(env, expert)
+        metadata = env_metadata(env, expert, command_path)
+        node_path = NodeCommandPath(env_name) if command_path == 'node' else None
         buffer = _open_buffer(path, metadata)
         summary = RecordSummary(path=path)
         bar = tqdm(total=episodes, desc='record-demos', unit='ep', disable=not progress)
         seed = seed_start
         while len(summary.kept_seeds) < episodes and seed < seed_start + max_attempts:
-            success, episode = record_episode(env, expert, seed, noise)
+            if node_path is None:
+                success, episode = record_episode(env, expert, seed, noise)
+            else:
+                success, episode = node_path.record_episode(env, expert, seed, noise, CAMERA)
             if success:
                 buffer.add_episode(episode)
                 summary.kept_seeds.append(seed)
@@ -196,6 +217,8 @@ def record_demos(out: str | os.PathLike, episodes: int, seed_start: int = 0,
                 'seeds': summary.kept_seeds}],
         })
         summary.n_episodes_total = buffer.n_episodes
+        if node_path is not None:
+            summary.node_targets = (node_path.published, node_path.refused)
     finally:
         env.close()
     summary.seconds = time.perf_counter() - start
@@ -213,9 +236,9 @@ def _open_buffer(path: Path, metadata: dict) -> ReplayBuffer:
     # Stores recorded before the expert's margins and lift were options hold the defaults' data.
     stored = {'expert_clearance_m': DEFAULT_CLEARANCE,
               'expert_pass_margin_m': DEFAULT_PASS_MARGIN, 'expert_lift_m': DEFAULT_LIFT,
-              **stored}
+              'command_path': 'grid', **stored}
     for key in ('joint_names', 'image_size', 'control_hz', 'camera', 'expert_clearance_m',
-                'expert_pass_margin_m', 'expert_lift_m'):
+                'expert_pass_margin_m', 'expert_lift_m', 'command_path'):
         if key in stored and stored[key] != metadata[key]:
             raise ValueError(f'{path} holds demonstrations with {key}={stored[key]!r}; this run '
                              f'records {key}={metadata[key]!r}. Use another --out.')
@@ -245,6 +268,10 @@ def main(args: list[str] | None = None) -> int:
                         'the stored actions stay noise-free')
     parser.add_argument('--noise-rho', type=float, default=0.9,
                         help='per-step correlation of the execution noise, in [0, 1)')
+    parser.add_argument('--command-path', choices=COMMAND_PATHS, default='grid',
+                        help='grid: each target held for a control period; node: through the '
+                        "policy node's control loop (limits, interpolation), each observation "
+                        'stored with the target due then')
     add_path_arguments(parser)
     parsed = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
@@ -254,7 +281,7 @@ def main(args: list[str] | None = None) -> int:
                                max_attempts=parsed.max_attempts, env_name=parsed.env,
                                action_noise=parsed.action_noise, noise_rho=parsed.noise_rho,
                                clearance=parsed.clearance, pass_margin=parsed.pass_margin,
-                               lift=parsed.lift)
+                               lift=parsed.lift, command_path=parsed.command_path)
     except (ValueError, FileExistsError, ImportError) as error:
         print(f'record-demos: {error}', file=sys.stderr)
         return 2
