@@ -209,8 +209,20 @@ def test_keep_stats_keeps_the_source_stats_for_slightly_wider_data(trained):
 
 def test_keep_stats_refuses_data_of_another_range(trained):
     _, fresh = widened_copy(trained, 0.2)
-    with pytest.raises(ValueError, match=r'action.max .* by 20.0% of its range, expected at most'):
+    with pytest.raises(ValueError, match=r'action.max .* by 20.0% of its range, expected at most'
+                                         r' 5% \(--stats-tolerance\)'):
         init_weights_from(fresh, trained, keep_stats=True)
+    # A wider tolerance is the caller's call (e.g. labels that add the reset pose), and it is
+    # still a bound: the source stats are kept within it, refused beyond it.
+    source, fresh = widened_copy(trained, 0.08)
+    init_weights_from(fresh, trained, keep_stats=True, tolerance=0.1)
+    for key, value in source.normalizer.stats_tensors().items():
+        torch.testing.assert_close(fresh.normalizer.stats_tensors()[key], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r'by 8.0% of its range, expected at most 7%'):
+        init_weights_from(widened_copy(trained, 0.08)[1], trained, keep_stats=True,
+                          tolerance=0.07)
+    with pytest.raises(ValueError, match=r'--stats-tolerance must be in \[0, 1\]'):
+        init_weights_from(fresh, trained, keep_stats=True, tolerance=-0.1)
 
 
 def test_optimizer_state_round_trips_through_safetensors(tmp_path):

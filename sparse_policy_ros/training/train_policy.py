@@ -183,16 +183,21 @@ KEEP_STATS_TOLERANCE = 0.05
 
 
 @torch.no_grad()
-def init_weights_from(model: DiffusionPolicy, folder: Path, keep_stats: bool = False) -> None:
+def init_weights_from(model: DiffusionPolicy, folder: Path, keep_stats: bool = False,
+                      tolerance: float = KEEP_STATS_TOLERANCE) -> None:
     """
     Start from a trained model folder's (EMA) weights: fine-tuning, or a new cosine cycle.
 
     The folder's normalization stats must equal the dataset's, or the weights would be fed
     differently scaled inputs than they were trained on. With ``keep_stats`` (more data of the
     same task) the folder's stats are kept instead, provided the dataset's differ by at most
-    ``KEEP_STATS_TOLERANCE`` of the folder's range per entry; normalized data then lies just
-    outside [-1, 1] where the dataset reaches further, and sampling clips to the kept range.
+    ``tolerance`` (default ``KEEP_STATS_TOLERANCE``) of the folder's range per entry; normalized
+    data then lies just outside [-1, 1] where the dataset reaches further, and sampling clips to
+    the kept range.
     """
+    if not 0.0 <= tolerance <= 1.0:
+        raise ValueError(f'--stats-tolerance must be in [0, 1] (a fraction of the range), got '
+                         f'{tolerance}')
     source = load_policy(folder)
     ours, theirs = model.normalizer.stats_tensors(), source.normalizer.stats_tensors()
     for key, value in ours.items():
@@ -208,10 +213,11 @@ def init_weights_from(model: DiffusionPolicy, folder: Path, keep_stats: bool = F
         field = key.rsplit('.', 1)[0]
         span = (theirs[f'{field}.max'] - theirs[f'{field}.min']).abs().clamp_min(1e-6)
         worst = float(((value - theirs[key]).abs() / span).max())
-        if worst > KEEP_STATS_TOLERANCE:
+        if worst > tolerance:
             raise ValueError(f'--keep-stats: dataset stats {key} = {value} differ from '
                              f"{folder}'s {theirs[key]} by {worst:.1%} of its range, expected "
-                             f'at most {KEEP_STATS_TOLERANCE:.0%}: another task, not more data')
+                             f'at most {tolerance:.0%} (--stats-tolerance): another task, not '
+                             f'more data')
         logger.warning('--keep-stats: dataset %s = %s, keeping %s (%.2f%% of the range)', key,
                        value.tolist(), theirs[key].tolist(), 100 * worst)
     model.load_state_dict(source.state_dict())
@@ -238,7 +244,7 @@ def validation_loss(model: DiffusionPolicy, loader: DataLoader, batches: int,
 def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig, out: Path,
           resume: bool = False, device: str = 'auto', stop_after: int | None = None,
           init_from: Path | None = None, keep_stats: bool = False,
-          precision: str = 'auto', columns: dict[str, ColumnSelection] | None = None,
+          stats_tolerance: float = KEEP_STATS_TOLERANCE, precision: str = 'auto', columns: dict[str, ColumnSelection] | None = None,
           source: Path | None = None) -> dict:
     """
     Train (or resume) a dense policy; returns the final summary.
@@ -273,7 +279,7 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
     model = DiffusionPolicy(policy_config)
     model.normalizer.set_stats(stats)
     if init_from is not None:
-        init_weights_from(model, Path(init_from), keep_stats)
+        init_weights_from(model, Path(init_from), keep_stats, stats_tolerance)
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
@@ -301,6 +307,8 @@ def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig,
              'training': train_config_dict(train_config),
              'init_from': None if init_from is None else str(init_from),
              'keep_stats': keep_stats, 'precision': precision}
+    if keep_stats:
+        extra['stats_tolerance'] = stats_tolerance
     if columns:
         extra['dataset_columns'] = {name: str(selection) for name, selection in columns.items()}
     if source is not None:
@@ -412,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--keep-stats', action='store_true',
                         help="with --init-from: keep that model's normalization stats when the "
                              "dataset's differ slightly (more data of the same task)")
+    parser.add_argument('--stats-tolerance', type=float, default=KEEP_STATS_TOLERANCE,
+                        help='with --keep-stats: how far (a fraction of the kept range) the '
+                             "dataset's min/max may lie outside it (default %(default)s)")
     parser.add_argument('--precision', choices=PRECISIONS, default='auto',
                         help='autocast of the forward pass: auto = bf16 on CUDA and float32 on '
                              'the CPU; bf16 also on the CPU (fast where it has AVX512-BF16 or '
@@ -436,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                              f'{args.dataset} is a zarr store')
         train(dataset, policy_config, train_config, args.out, resume=args.resume,
               device=args.device, init_from=args.init_from, keep_stats=args.keep_stats,
-              precision=args.precision, columns=columns or None, source=source)
+              stats_tolerance=args.stats_tolerance, precision=args.precision, columns=columns or None, source=source)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-policy: error: {error}', file=sys.stderr)
         return 2
