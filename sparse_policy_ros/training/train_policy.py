@@ -244,7 +244,8 @@ def validation_loss(model: DiffusionPolicy, loader: DataLoader, batches: int,
 def train(dataset: Path, policy_config: PolicyConfig, train_config: TrainConfig, out: Path,
           resume: bool = False, device: str = 'auto', stop_after: int | None = None,
           init_from: Path | None = None, keep_stats: bool = False,
-          stats_tolerance: float = KEEP_STATS_TOLERANCE, precision: str = 'auto', columns: dict[str, ColumnSelection] | None = None,
+          stats_tolerance: float = KEEP_STATS_TOLERANCE, precision: str = 'auto',
+          columns: dict[str, ColumnSelection] | None = None,
           source: Path | None = None) -> dict:
     """
     Train (or resume) a dense policy; returns the final summary.
@@ -447,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                              f'{args.dataset} is a zarr store')
         train(dataset, policy_config, train_config, args.out, resume=args.resume,
               device=args.device, init_from=args.init_from, keep_stats=args.keep_stats,
-              stats_tolerance=args.stats_tolerance, precision=args.precision, columns=columns or None, source=source)
+              stats_tolerance=args.stats_tolerance, precision=args.precision,
+              columns=columns or None, source=source)
     except (ValueError, FileNotFoundError) as error:
         print(f'train-policy: error: {error}', file=sys.stderr)
         return 2
