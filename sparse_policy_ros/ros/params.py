@@ -104,8 +104,9 @@ POLICY_PARAMS = (
               'only (1 - target_sparsity) x 100 steps computed per call and the rest reused '
               'from the previous calls, needs sampling_noise shifted).', CONFIGURE,
               choices=SPARSITY_MODES),
-    ParamSpec('target_sparsity', -1.0, 'Fraction of (step, branch) entries reused, in [0, 1); '
-              '-1 = the checkpoint default (pruner) / required for fora, fixed and ddim.',
+    ParamSpec('target_sparsity', -1.0, 'Fraction of the dense (step, branch) work skipped, in '
+              "[0, 1), against the model's dense steps (also for a pruner on a coarser grid of "
+              'its own); -1 = the checkpoint default (pruner) / required for fora, fixed, ddim.',
               CONFIGURE, value_range=(-1.0, 0.999)),
     ParamSpec('num_inference_steps', 0, 'Denoising steps per call; 0 = the model config.',
               CONFIGURE, value_range=(0, 1000)),
