@@ -1,6 +1,8 @@
 """recorder_node: expert-teleoperated sim_node episodes recorded over loopback DDS into a store."""
 
 import json
+import threading
+import time
 
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray
@@ -11,6 +13,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from sparse_policy_ros.ros.diagnostics import status_values
 from sparse_policy_ros.ros.image_conversion import rgb_to_image_fields
+from sparse_policy_ros.ros import recorder_node
 from sparse_policy_ros.ros.params import RECORDER_PARAMS, values
 from sparse_policy_ros.ros.recorder_node import (DemoRecorder, RECORDED_EPISODES, RecorderNode,
                                                  settings_from_parameters)
@@ -126,9 +129,12 @@ def test_expert_teleop_episodes_are_recorded_discarded_and_refused(
     status = recorder_status(ros_harness, diagnostics, **{'bad joint_states': '1'})
     assert int(status[f'messages {IMAGE_TOPIC}']) > 0
     first = outcome_of(number)
-    written = trigger(ros_harness, '/recorder_node/stop')
-    assert written.success, written.message
-    assert written.message.startswith(f'episode 0 written to {store}')
+    queued = trigger(ros_harness, '/recorder_node/stop')
+    assert queued.success, queued.message
+    assert queued.message.startswith(f'queued: episode 0 being written to {store}')
+    # The writer thread reports the outcome on /diagnostics.
+    status = recorder_status(ros_harness, diagnostics, episodes_written='1', writes_pending='0')
+    assert status['last_result'].startswith(f'episode 0 written to {store}: ')
     unusable = trigger(ros_harness, '/wrong_joints/stop')
     assert not unusable.success
     assert 'episode 0 not written' in unusable.message
@@ -142,10 +148,13 @@ def test_expert_teleop_episodes_are_recorded_discarded_and_refused(
     discarded = trigger(ros_harness, '/recorder_node/discard')
     assert discarded.success and discarded.message.startswith('discarded episode 1')
     second = outcome_of(begin_episode(10, 'recorder_node'))
-    written = trigger(ros_harness, '/recorder_node/stop')
-    assert written.success, written.message
-    assert written.message.startswith('episode 1 written')
-    status = recorder_status(ros_harness, diagnostics, state='idle', episodes_written='2')
+    queued = trigger(ros_harness, '/recorder_node/stop')
+    assert queued.success, queued.message
+    assert queued.message.startswith('queued: episode 1 being written')
+    status = recorder_status(ros_harness, diagnostics, state='idle', episodes_written='2',
+                             writes_pending='0')
+    assert status['last_result'].startswith('episode 1 written')
+    assert status['write_errors'] == '0' and status['last_write_error'] == 'none'
     assert status['episodes_discarded'] == '1' and status['bad_messages'] == '1'
     assert status['store'] == str(store)
 
@@ -371,9 +380,11 @@ def test_sim_expert_episodes_are_recorded_one_by_one_from_the_marker_topics(
                     return found if int(found['episodes_written']) >= 2 else None
         return None
     status = ros_harness.wait_for(written, 90.0, 'two episodes written by the markers')
-    # Every episode the recorder saw end was written, or discarded as failed; none by hand.
+    # Every episode the recorder saw end was written (or is being written), or discarded as
+    # failed; none by hand.
     ended = int(status['end_markers'])
-    assert int(status['episodes_written']) + int(status['failed_discarded']) == ended
+    assert (int(status['episodes_written']) + int(status['writes_pending'])
+            + int(status['failed_discarded'])) == ended
     assert int(status['start_markers']) >= ended
     buffer = ReplayBuffer.open(store)
     assert buffer.n_episodes == int(status['episodes_written'])
@@ -381,3 +392,165 @@ def test_sim_expert_episodes_are_recorded_one_by_one_from_the_marker_topics(
                  if o['success']]
     assert len(successes) >= buffer.n_episodes
     assert min(buffer.episode_lengths) >= 10  # seconds of expert pushing, at 10 Hz
+
+
+class Teleop:
+    """The camera, joint states and teleop commands, published by the test node tick by tick."""
+
+    def __init__(self, harness, diagnostics, recorders: int = 1):
+        self.harness, self.diagnostics = harness, diagnostics
+        self.publishers = {
+            IMAGE_TOPIC: harness.node.create_publisher(Image, IMAGE_TOPIC, DEEP),
+            'joint_states': harness.node.create_publisher(JointState, 'joint_states', DEEP),
+            COMMAND_TOPIC: harness.node.create_publisher(JointTrajectory, COMMAND_TOPIC, DEEP)}
+        harness.wait_for(lambda: all(p.get_subscription_count() >= recorders
+                                     for p in self.publishers.values()),
+                         10.0, f'{recorders} recorder(s) subscribing')
+
+    def episode(self, start_s: float, ticks: int = 6, node: str = 'recorder_node') -> None:
+        """
+        Publish ``ticks`` 0.1 s ticks stamped from ``start_s`` into ``node``'s episode.
+
+        One tick at a time, each once the recorder's /diagnostics counted the one before: the
+        camera's best-effort queue is shallow, and a burst could lose frames.
+        """
+        for k in range(ticks):
+            stamp = int(round((start_s + k / 10) * NS))
+            q = np.full(4, 0.05 * k)
+            self.publishers[IMAGE_TOPIC].publish(image_msg(stamp, k))
+            self.publishers['joint_states'].publish(joint_msg(stamp, q))
+            self.publishers[COMMAND_TOPIC].publish(command_msg(stamp, q + 0.1))
+            recorder_status(self.harness, self.diagnostics, node, state='recording', **{
+                f'messages {topic}': str(k + 1) for topic in self.publishers})
+
+
+def test_a_slow_write_leaves_the_node_recording_and_reporting(
+        ros_harness, make_recorder, tmp_path, monkeypatch):
+    store = tmp_path / 'demos.zarr'
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics', DEEP)
+    node = make_recorder(output_path=str(store))
+    teleop = Teleop(ros_harness, diagnostics)
+    append = node.recorder._append
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_append(arrays, start_ns):
+        writing.set()
+        assert release.wait(30.0), 'the test never let the write go on'
+        return append(arrays, start_ns)
+    monkeypatch.setattr(node.recorder, '_append', slow_append)
+
+    try:
+        assert trigger(ros_harness, '/recorder_node/start').success
+        teleop.episode(0.0)
+        queued = trigger(ros_harness, '/recorder_node/stop')  # answered with the write held
+        assert queued.success, queued.message
+        assert queued.message.startswith(f'queued: episode 0 being written to {store} (')
+        ros_harness.wait_for(writing.is_set, 10.0, 'the write of episode 0 starting')
+
+        # While the write hangs, /diagnostics keeps coming and the next episode records.
+        before = len(diagnostics)
+        recorder_status(ros_harness, diagnostics, state='idle', writes_pending='1',
+                        episodes_written='0')
+        started = trigger(ros_harness, '/recorder_node/start')
+        assert started.success and started.message == f'recording episode 1 into {store}'
+        teleop.episode(10.0)
+        status = recorder_status(ros_harness, diagnostics, state='recording', episode='1',
+                                 writes_pending='1', episodes_written='0')
+        assert status[f'messages {IMAGE_TOPIC}'] == '6'
+        assert len(diagnostics) > before
+        assert not store.exists()  # the first write is still held
+        queued = trigger(ros_harness, '/recorder_node/stop')
+        assert queued.success and queued.message.startswith('queued: episode 1 being written')
+        recorder_status(ros_harness, diagnostics, state='idle', writes_pending='2')
+    finally:
+        release.set()
+
+    status = recorder_status(ros_harness, diagnostics, episodes_written='2', writes_pending='0')
+    assert status['write_errors'] == '0' and status['last_result'].startswith('episode 1 written')
+    buffer = ReplayBuffer.open(store)
+    assert buffer.n_episodes == 2
+    # Written in the order they were stopped.
+    starts = [entry['start_ns'] for entry in buffer.attrs[RECORDED_EPISODES]]
+    assert starts[0] < 10 * NS <= starts[1]
+
+
+def test_a_failing_write_is_counted_and_the_node_goes_on(
+        ros_harness, make_recorder, tmp_path, monkeypatch):
+    store = tmp_path / 'demos.zarr'
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics', DEEP)
+    node = make_recorder(output_path=str(store))
+    teleop = Teleop(ros_harness, diagnostics)
+    append = node.recorder._append
+    failures = [RuntimeError('simulated failure in the store')]
+
+    def failing_append(arrays, start_ns):
+        if failures:
+            raise failures.pop()
+        return append(arrays, start_ns)
+    monkeypatch.setattr(node.recorder, '_append', failing_append)
+
+    assert trigger(ros_harness, '/recorder_node/start').success
+    teleop.episode(0.0)
+    queued = trigger(ros_harness, '/recorder_node/stop')
+    assert queued.success and queued.message.startswith('queued: episode 0 being written')
+    status = recorder_status(ros_harness, diagnostics, write_errors='1', writes_pending='0')
+    assert status['episodes_written'] == '0' and status['episodes_in_store'] == '0'
+    error = status['last_write_error']
+    assert error.startswith('episode 0 not written (recorded ')
+    assert error.endswith(': RuntimeError: simulated failure in the store')
+    assert status['last_result'] == error
+
+    # The writer thread survived it: the next episode takes the index and is written.
+    started = trigger(ros_harness, '/recorder_node/start')
+    assert started.success and started.message == f'recording episode 0 into {store}'
+    teleop.episode(10.0)
+    assert trigger(ros_harness, '/recorder_node/stop').success
+    status = recorder_status(ros_harness, diagnostics, episodes_written='1', writes_pending='0')
+    assert status['write_errors'] == '1' and status['last_write_error'] == error
+    assert status['last_result'].startswith(f'episode 0 written to {store}: ')
+    assert ReplayBuffer.open(store).n_episodes == 1
+
+
+def test_close_waits_for_the_queued_writes_and_gives_up_after_its_bound(
+        ros_harness, make_recorder, tmp_path, monkeypatch):
+    diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics', DEEP)
+    store, held = tmp_path / 'demos.zarr', tmp_path / 'held.zarr'
+    node = make_recorder(output_path=str(store))
+    other = make_recorder('held_recorder', output_path=str(held))
+    teleop = Teleop(ros_harness, diagnostics, recorders=2)  # the idle one ignores the messages
+    append = node.recorder._append
+
+    def slow_append(arrays, start_ns):
+        time.sleep(1.0)  # a slow disk: close must outwait it
+        return append(arrays, start_ns)
+    monkeypatch.setattr(node.recorder, '_append', slow_append)
+    assert trigger(ros_harness, '/recorder_node/start').success
+    teleop.episode(0.0)
+    assert trigger(ros_harness, '/recorder_node/stop').success
+    assert node.recorder.pending == [0]
+    node.close()
+    assert node.recorder.pending == []
+    assert ReplayBuffer.open(store).n_episodes == 1
+    assert node.recorder.counts['episodes_written'] == 1
+
+    # A write that outlasts WRITE_DRAIN_TIMEOUT_S: close returns, the episode still pending.
+    monkeypatch.setattr(recorder_node, 'WRITE_DRAIN_TIMEOUT_S', 0.2)
+    append = other.recorder._append
+    writing, release = threading.Event(), threading.Event()
+
+    def held_append(arrays, start_ns):
+        writing.set()
+        assert release.wait(30.0), 'the test never let the write go on'
+        return append(arrays, start_ns)
+    monkeypatch.setattr(other.recorder, '_append', held_append)
+    try:
+        assert trigger(ros_harness, '/held_recorder/start').success
+        teleop.episode(0.0, node='held_recorder')
+        assert trigger(ros_harness, '/held_recorder/stop').success
+        ros_harness.wait_for(writing.is_set, 10.0, 'the held write starting')
+        other.close()
+        assert other.recorder.pending == [0] and not held.exists()
+    finally:
+        release.set()
+    ros_harness.wait_for(lambda: not other.recorder.pending, 10.0, 'the held write ending')
+    assert ReplayBuffer.open(held).n_episodes == 1

@@ -6,7 +6,8 @@ the teleop command topic (``JointTrajectory``, ``JointState`` or ``Float64MultiA
 Services, all ``std_srvs/Trigger``::
 
     ~/start    begin an episode: from now on the messages are kept in memory
-    ~/stop     end it: resample it at ``rate`` and append it to the store at ``output_path``
+    ~/stop     end it and queue it: the writer thread resamples it at ``rate`` and appends it
+               to the store at ``output_path``
     ~/discard  end it and drop it
 
 or marker topics: a ``std_msgs/Header`` on ``episode_start_topic`` writes the episode being
@@ -19,26 +20,37 @@ data: the messages go through the converter's own collector and planner (same me
 same timing rules: header stamps, image hold, joint-state interpolation, the trajectory in force
 at each tick, ``max_age`` staleness), so a live recording and a rosbag of the same run give the
 same episode. One ``~/start`` .. ``~/stop`` is one episode: it is written only when it resamples
-to one piece of at least ``min_steps`` steps without a stale step; otherwise ``~/stop`` refuses
-with the topic and the reason, and writes nothing. A missing store is created with the
-converter's metadata at the first episode; an existing one must match (cameras and frame size,
-joint names, rate) or the node does not start. The root attribute ``recorded_episodes`` lists
-every episode the recorder added (store index, first tick in ns, steps).
+to one piece of at least ``min_steps`` steps without a stale step. A missing store is created
+with the converter's metadata at the first episode; an existing one must match (cameras and
+frame size, joint names, rate) or the node does not start. The root attribute
+``recorded_episodes`` lists every episode the recorder added (store index, first tick in ns,
+steps).
+
+Writing (resampling, decoding into arrays, appending to zarr) takes a while for a long episode,
+so one writer thread does it, in order, off the executor: ``~/stop`` (or a marker) answers at
+once with ``queued: episode N being written`` (or refuses, writing nothing, when a topic had no
+usable message), the next episode can start at once, and /diagnostics keeps coming. The outcome
+(the store index and steps, or why not: a stale topic, too few steps, the store or the disk) is
+logged and counted on /diagnostics (``episodes_written``, ``write_errors`` with
+``last_write_error``, ``writes_pending``). Shutdown waits up to ``WRITE_DRAIN_TIMEOUT_S`` for the
+queued episodes and logs the ones it leaves.
 
 A message that cannot be used (joints missing, wrong image size or encoding, non-finite values)
 is counted per topic and logged (throttled); the node keeps recording. Messages between episodes
 are ignored. /diagnostics shows idle or recording, the episode's duration and messages per
-topic, the bad-message counts, episodes written and the store.
+topic, the bad-message counts, the episodes written, queued and failed, and the store.
 """
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 import json
 import math
 from pathlib import Path
+import queue
 import shutil
 import sys
+import threading
 import time
 from typing import Any
 
@@ -79,6 +91,8 @@ JOINT_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
 COMMAND_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LOG_THROTTLE_S = 1.0
+# Shutdown waits this long for the queued episodes: a few minutes of 30 Hz frames take seconds.
+WRITE_DRAIN_TIMEOUT_S = 120.0
 _NS = 1_000_000_000
 # The planner cuts at joint-state pauses longer than this; a recording is one episode, and a
 # pause longer than max_age is refused as stale anyway.
@@ -184,36 +198,69 @@ def _where(topic: str, index: int, time_ns: int | None) -> str:
     return f'topic {topic!r}, message {index}{when}'
 
 
+@dataclass(frozen=True, eq=False)  # eq=False: pending episodes are told apart by identity
+class FinishedEpisode:
+    """An episode taken off recording, its messages waiting to be resampled and appended."""
+
+    number: int  # its store index if the episodes queued before it are written
+    collector: StreamCollector  # detached: the next episode records into a fresh one
+    summary: str  # duration and messages per topic at the stop, for the result message
+    why: str = ''  # what stopped it, when not a stop request: starts the result message
+
+
 class DemoRecorder:
     """
     The recorder without ROS: one episode's messages in memory, resampled and appended on stop.
 
     ``add`` takes messages by attribute (rclpy or any look-alike); times are ns on the
     recording's clock. ``start`` / ``stop`` / ``discard`` return ``(success, message)``.
+
+    With ``submit`` None, ``stop`` writes the episode before it returns. Otherwise it hands
+    the :class:`FinishedEpisode` to ``submit`` (the node's writer thread, which calls
+    :meth:`write`) and returns at once. ``write`` may run in another thread than the rest:
+    what it changes, and what ``status`` and ``start`` read of it, is guarded by a lock.
     """
 
-    def __init__(self, settings: RecorderSettings):
+    def __init__(self, settings: RecorderSettings,
+                 submit: Callable[[FinishedEpisode], None] | None = None):
         """Check an existing store at ``settings.path`` against the settings (ValueError)."""
         self.settings = settings
+        self.submit = submit
         self.joint_names = settings.joint_names
+        self._lock = threading.Lock()
         self._store_size: dict[str, Any] = {}  # frame size the store (or image_size) fixes
         self.n_stored = self._check_store()  # episodes in the store
+        self._pending: list[FinishedEpisode] = []  # stopped, not yet written or failed
         self._collector: StreamCollector | None = None
         self._start_ns = 0
         self._received: Counter[str] = Counter()  # this episode, every message
         self._bad: Counter[str] = Counter()  # this episode
         self.bad_total: Counter[str] = Counter()  # since start-up
         self.last_bad: dict[str, str] = {}  # topic -> the latest bad message's reason
-        self.counts = Counter({'episodes_written': 0, 'episodes_refused': 0,
+        # Every key is here from the start: the writer thread only changes values.
+        self.counts = Counter({'episodes_written': 0, 'episodes_refused': 0, 'write_errors': 0,
                                'episodes_discarded': 0, 'episodes_stopped_at_max_duration': 0,
                                'ignored_while_idle': 0, 'start_markers': 0, 'end_markers': 0,
                                'end_markers_while_idle': 0, 'failed_discarded': 0})
         self.last_result = 'none'
+        self.last_write_error = 'none'
+        self.last_write_failed = False  # the latest write's outcome
 
     @property
     def recording(self) -> bool:
         """Whether an episode is being recorded."""
         return self._collector is not None
+
+    @property
+    def pending(self) -> list[int]:
+        """Return the numbers of the episodes stopped but not yet written (or failed)."""
+        with self._lock:
+            return [episode.number for episode in self._pending]
+
+    def _next_number(self) -> int:
+        """Return the store index the current (or next) episode gets, the queued ones written."""
+        with self._lock:
+            return self.n_stored + len(self._pending)
 
     @property
     def bad_this_episode(self) -> int:
@@ -245,12 +292,10 @@ class DemoRecorder:
         """
         if (self._collector is not None and receive_ns - self._start_ns
                 >= self.settings.max_episode_duration * _NS):
-            ok, message = self.stop(receive_ns)
             self.counts['episodes_stopped_at_max_duration'] += 1
-            self.last_result = (f'max_episode_duration {self.settings.max_episode_duration:g} '
-                                f's reached, stopped: {message}')
             self.counts['ignored_while_idle'] += 1
-            return self.last_result
+            return self._stop(receive_ns, f'max_episode_duration '
+                              f'{self.settings.max_episode_duration:g} s reached, stopped: ')[1]
         if self._collector is None:
             self.counts['ignored_while_idle'] += 1
             if self.joint_names is None and topic == self.settings.joint_state_topic:
@@ -276,22 +321,23 @@ class DemoRecorder:
     def start(self, now_ns: int) -> tuple[bool, str]:
         """Begin an episode at ``now_ns``."""
         if self._collector is not None:
-            return False, (f'already recording episode {self.n_stored} '
+            return False, (f'already recording episode {self._next_number()} '
                            f'({self._summary(now_ns)}): call ~/stop or ~/discard first')
         if self.joint_names is None:
             return False, (f'joint names unknown: no JointState on '
                            f'{self.settings.joint_state_topic!r} yet and the parameter '
                            f'joint_names is not set')
         s = self.settings
+        with self._lock:
+            size_ref = dict(self._store_size)
         self._collector = StreamCollector(
             s.image_types, s.joint_state_topic, s.command_topic, s.command_type,
             self.joint_names, _where, image_size=s.image_size,
-            use_receive_time=s.use_receive_time, size_ref=dict(self._store_size),
-            keep_frames=True)
+            use_receive_time=s.use_receive_time, size_ref=size_ref, keep_frames=True)
         self._start_ns = now_ns
         self._received.clear()
         self._bad.clear()
-        return True, f'recording episode {self.n_stored} into {s.path}'
+        return True, f'recording episode {self._next_number()} into {s.path}'
 
     def start_marker(self, now_ns: int) -> list[tuple[bool, str]]:
         """Write the episode being recorded (as ``stop``) and start the next: one began."""
@@ -322,39 +368,88 @@ class DemoRecorder:
         if self._collector is None:
             return False, 'not recording: nothing to discard (call ~/start first)'
         summary = self._summary(now_ns)
+        number = self._next_number()
         self._collector = None
         self.counts['episodes_discarded'] += 1
-        self.last_result = f'discarded episode {self.n_stored} ({summary})'
+        self.last_result = f'discarded episode {number} ({summary})'
         return True, self.last_result
 
     def stop(self, now_ns: int) -> tuple[bool, str]:
-        """End the current episode and append it to the store, or refuse saying why."""
+        """
+        End the current episode and write it, or refuse saying why.
+
+        A topic without a usable message refuses it here (``episodes_refused``). Otherwise,
+        with ``submit`` None, the episode is written before this returns (see :meth:`write`);
+        with ``submit``, it is queued and the message says so: the writer reports the outcome.
+        """
+        return self._stop(now_ns)
+
+    def _stop(self, now_ns: int, why: str = '') -> tuple[bool, str]:
+        """Stop as :meth:`stop`; ``why`` starts the message (and ``last_result``)."""
         if self._collector is None:
             return False, 'not recording: nothing to stop (call ~/start first)'
         summary = self._summary(now_ns)
         collector, self._collector = self._collector, None
-        number = self.n_stored
-        try:
-            steps = self._write(collector)
-        except (ValueError, OSError) as error:  # OSError: the disk, not the data
-            self.counts['episodes_refused'] += 1
-            self.last_result = f'episode {number} not written ({summary}): {error}'
-            return False, self.last_result
-        self.counts['episodes_written'] += 1
-        rate = self.settings.rate
-        self.last_result = (f'episode {number} written to {self.settings.path}: {steps} steps '
-                            f'at {rate:g} Hz ({steps / rate:.1f} s); {summary}')
-        return True, self.last_result
-
-    def _write(self, collector: StreamCollector) -> int:
-        """Resample the episode with bag_dataset's planner and append it; return its steps."""
-        s = self.settings
+        number = self._next_number()
         empty = collector.empty_topics()
         if empty:
-            raise ValueError('no usable messages on ' + '; '.join(
-                f'{t!r} ({self.role(t)}): '
-                + (f'{self._bad[t]} bad, the last: {self.last_bad[t]}' if self._bad[t]
-                   else 'none arrived') for t in empty))
+            self.counts['episodes_refused'] += 1
+            self.last_result = f'{why}episode {number} not written ({summary}): ' + (
+                'no usable messages on ' + '; '.join(
+                    f'{t!r} ({self.role(t)}): '
+                    + (f'{self._bad[t]} bad, the last: {self.last_bad[t]}' if self._bad[t]
+                       else 'none arrived') for t in empty))
+            return False, self.last_result
+        episode = FinishedEpisode(number, collector, summary, why)
+        with self._lock:
+            self._pending.append(episode)
+        if self.submit is None:
+            return self.write(episode)
+        # Set before the hand-over: the writer's outcome must not be overwritten by this.
+        self.last_result = f'{why}queued: episode {number} being written to {self.settings.path}'
+        self.submit(episode)
+        return True, f'{self.last_result} ({summary})'
+
+    def write(self, episode: FinishedEpisode) -> tuple[bool, str]:
+        """
+        Resample ``episode`` and append it to the store; return ``(written, message)``.
+
+        Never raises: a failure (a stale topic, too few steps, the store or the disk refusing,
+        or anything else) is counted in ``write_errors`` and kept in ``last_write_error``.
+        """
+        try:
+            index, steps, store_size = self._write(episode.collector)
+        except Exception as error:  # noqa: B902 - the writer thread reports it and goes on
+            reason = (str(error) if isinstance(error, (ValueError, OSError))
+                      else f'{type(error).__name__}: {error}')
+            message = (f'{episode.why}episode {episode.number} not written '
+                       f'({episode.summary}): {reason}')
+            with self._lock:
+                self._pending.remove(episode)
+                self.counts['write_errors'] += 1
+                self.last_write_error = self.last_result = message
+                self.last_write_failed = True
+            return False, message
+        rate = self.settings.rate
+        queued_as = f' (queued as episode {episode.number})' if index != episode.number else ''
+        message = (f'{episode.why}episode {index} written to {self.settings.path}{queued_as}: '
+                   f'{steps} steps at {rate:g} Hz ({steps / rate:.1f} s); {episode.summary}')
+        with self._lock:
+            self._pending.remove(episode)
+            self.n_stored = index + 1
+            self._store_size = store_size
+            self.counts['episodes_written'] += 1
+            self.last_result = message
+            self.last_write_failed = False
+        return True, message
+
+    def _write(self, collector: StreamCollector) -> tuple[int, int, dict[str, Any]]:
+        """
+        Resample the episode with bag_dataset's planner and append it.
+
+        Return its store index, its steps and the frame size it fixes for the next episodes.
+        """
+        s = self.settings
         plan = plan_episodes(collector.finish(), s.rate, _NO_GAP_S, s.max_age, s.min_steps)
         if plan.cuts:
             cut = plan.cuts[0]
@@ -368,12 +463,13 @@ class DemoRecorder:
         episode = plan.episodes[0]
         arrays = episode_arrays(episode, [collector.frames[t] for t in collector.image_topics],
                                 s.cameras)
-        self._append(arrays, int(episode.ticks[0]))
+        index = self._append(arrays, int(episode.ticks[0]))
         frame = arrays[image_key(s.cameras[0], len(s.cameras))]
-        self._store_size = self._size_ref(tuple(frame.shape[1:3]), f'the frames in {s.path}')
-        return len(episode.ticks)
+        return (index, len(episode.ticks),
+                self._size_ref(tuple(frame.shape[1:3]), f'the frames in {s.path}'))
 
-    def _append(self, arrays: Mapping[str, np.ndarray], start_ns: int) -> None:
+    def _append(self, arrays: Mapping[str, np.ndarray], start_ns: int) -> int:
+        """Add the episode to the store (created if missing); return its index there."""
         s = self.settings
         created = not s.path.exists()
         buffer = ReplayBuffer.create(s.path) if created else ReplayBuffer.open(s.path, mode='a')
@@ -398,7 +494,7 @@ class DemoRecorder:
                 types, self.joint_names, list(frame.shape[1:3]), s.rate, s.use_receive_time,
                 s.max_age, s.min_steps))
         buffer.set_attrs(update)
-        self.n_stored = buffer.n_episodes
+        return buffer.n_episodes - 1
 
     def _check_store(self) -> int:
         """Return the episodes in an existing store; ValueError if it holds other data."""
@@ -475,16 +571,21 @@ class DemoRecorder:
 
     def status(self, now_ns: int) -> dict[str, Any]:
         """Return the values /diagnostics shows."""
+        with self._lock:  # one consistent view of what the writer thread changes
+            n_stored, pending, counts = self.n_stored, len(self._pending), dict(self.counts)
+            last_write_error = self.last_write_error
         report: dict[str, Any] = {
             'state': 'recording' if self.recording else 'idle',
             'store': str(self.settings.path),
-            'episodes_in_store': self.n_stored,
-            'episode': self.n_stored if self.recording else 'none',
+            'episodes_in_store': n_stored,
+            'episode': n_stored + pending if self.recording else 'none',
             'duration_s': self.duration(now_ns),
             'max_episode_duration_s': self.settings.max_episode_duration,
             'buffered_frames_mb': (self._collector.frame_bytes() / 2 ** 20
                                    if self._collector is not None else 0.0),
-            **self.counts,
+            **counts,
+            'writes_pending': pending,
+            'last_write_error': last_write_error,
             'bad_messages': sum(self.bad_total.values()),
         }
         for topic in self.topics:
@@ -495,6 +596,50 @@ class DemoRecorder:
                                       or 'none')
         report['last_result'] = self.last_result
         return report
+
+
+class EpisodeWriter:
+    """
+    One thread that writes the finished episodes in the order they came, off the executor.
+
+    ``write`` (``DemoRecorder.write`` and its report) runs in that thread and must not raise.
+    """
+
+    def __init__(self, write: Callable[[FinishedEpisode], None], name: str = 'episode_writer'):
+        """Start the thread; it waits for :meth:`submit`."""
+        self._write = write
+        self._queue: queue.SimpleQueue[FinishedEpisode | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # no episode queued behind the stop sentinel
+        self.closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, episode: FinishedEpisode) -> None:
+        """
+        Queue ``episode``.
+
+        Once closed, write it in the caller's thread (nothing dropped), after the thread's
+        last write: two writers at once would interleave appends to the store.
+        """
+        with self._lock:
+            if not self.closed:
+                self._queue.put(episode)
+                return
+        self._thread.join()
+        self._write(episode)
+
+    def close(self, timeout: float) -> bool:
+        """Write the queued episodes, end the thread; return False if busy after ``timeout`` s."""
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while (episode := self._queue.get()) is not None:
+            self._write(episode)
 
 
 class RecorderNode(Node):
@@ -510,6 +655,10 @@ class RecorderNode(Node):
         declare(self, RECORDER_PARAMS)
         p = values(self, RECORDER_PARAMS)
         self.recorder = DemoRecorder(settings_from_parameters(p, self.get_fully_qualified_name()))
+        # Started once the store checked out: a refused start-up leaves no thread behind.
+        self._writer = EpisodeWriter(self._write_episode, name=f'{self.get_name()}_writer')
+        self.recorder.submit = self._writer.submit
+        self._drained = False
         settings = self.recorder.settings
         self._log_times: dict[str, float] = {}
         for topic, msgtype in settings.image_types.items():
@@ -578,7 +727,7 @@ class RecorderNode(Node):
 
     def stop_callback(self, request: Trigger.Request,
                       response: Trigger.Response) -> Trigger.Response:
-        """End the episode and write it to the store (or refuse, saying why)."""
+        """End the episode and queue it for the writer thread (or refuse, saying why)."""
         return self._respond(response, *self.recorder.stop(self._now_ns()))
 
     def discard_callback(self, request: Trigger.Request,
@@ -598,22 +747,55 @@ class RecorderNode(Node):
         else:
             self.get_logger().warning(message)
 
+    def _write_episode(self, episode: FinishedEpisode) -> None:
+        """Write one queued episode and log the outcome (the writer thread)."""
+        written, message = self.recorder.write(episode)
+        if written:
+            self.get_logger().info(message)
+        else:
+            self.get_logger().error(message)
+
     def diagnostics_callback(self) -> None:
         """Publish recording or idle, the episode's progress and the message counts."""
         report = self.recorder.status(self._now_ns())
         recording = self.recorder.recording
-        level = DiagnosticStatus.WARN if self.recorder.bad_this_episode else DiagnosticStatus.OK
+        warn = self.recorder.bad_this_episode or self.recorder.last_write_failed
+        level = DiagnosticStatus.WARN if warn else DiagnosticStatus.OK
         message = (f'recording episode {report["episode"]}' if recording else 'idle')
+        if report['writes_pending']:
+            message += f', writing {report["writes_pending"]} episode(s)'
+        if self.recorder.last_write_failed:
+            message += f', the last write failed: {report["last_write_error"]}'
         status = make_status(f'{self.get_name()}: recorder', 'recorder', level, message, report)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
 
     def close(self) -> None:
-        """Nothing to free: an episode still recording is dropped (not written)."""
+        """Drop an episode still recording (not written); wait for the queued ones' writes."""
         if self.recorder.recording:
             self.get_logger().warning(
                 f'shutting down while recording: {self.recorder.discard(self._now_ns())[1]}')
+        self._drain()
+
+    def destroy_node(self) -> None:
+        """Wait for the queued writes (as :meth:`close`), then destroy the node."""
+        self._drain()
+        super().destroy_node()
+
+    def _drain(self) -> None:
+        """Let the writer finish the queued episodes, waiting ``WRITE_DRAIN_TIMEOUT_S`` at most."""
+        if self._drained:
+            return
+        self._drained = True
+        pending = self.recorder.pending
+        if pending:
+            self.get_logger().info(f'waiting for the writes of episodes {pending}')
+        if not self._writer.close(WRITE_DRAIN_TIMEOUT_S):
+            self.get_logger().error(
+                f'episodes {self.recorder.pending} still being written after '
+                f'{WRITE_DRAIN_TIMEOUT_S:g} s: shutting down without them '
+                f'({self.recorder.settings.path} may lack them)')
 
 
 def main(args: list[str] | None = None) -> int:
