@@ -11,9 +11,9 @@ import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
+from sparse_policy_ros.ros import recorder_node
 from sparse_policy_ros.ros.diagnostics import status_values
 from sparse_policy_ros.ros.image_conversion import rgb_to_image_fields
-from sparse_policy_ros.ros import recorder_node
 from sparse_policy_ros.ros.params import RECORDER_PARAMS, values
 from sparse_policy_ros.ros.recorder_node import (DemoRecorder, RECORDED_EPISODES, RecorderNode,
                                                  settings_from_parameters)
