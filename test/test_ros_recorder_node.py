@@ -424,20 +424,26 @@ class Teleop:
                 f'messages {topic}': str(k + 1) for topic in self.publishers})
 
 
+def hold_writes(monkeypatch, recorder) -> tuple[threading.Event, threading.Event]:
+    """Make ``recorder``'s appends wait: return (a write started, let the writes go on)."""
+    append = recorder._append
+    writing, release = threading.Event(), threading.Event()
+
+    def held_append(arrays, start_ns):
+        writing.set()
+        assert release.wait(30.0), 'the test never let the write go on'
+        return append(arrays, start_ns)
+    monkeypatch.setattr(recorder, '_append', held_append)
+    return writing, release
+
+
 def test_a_slow_write_leaves_the_node_recording_and_reporting(
         ros_harness, make_recorder, tmp_path, monkeypatch):
     store = tmp_path / 'demos.zarr'
     diagnostics = ros_harness.collect(DiagnosticArray, '/diagnostics', DEEP)
     node = make_recorder(output_path=str(store))
     teleop = Teleop(ros_harness, diagnostics)
-    append = node.recorder._append
-    writing, release = threading.Event(), threading.Event()
-
-    def slow_append(arrays, start_ns):
-        writing.set()
-        assert release.wait(30.0), 'the test never let the write go on'
-        return append(arrays, start_ns)
-    monkeypatch.setattr(node.recorder, '_append', slow_append)
+    writing, release = hold_writes(monkeypatch, node.recorder)
 
     try:
         assert trigger(ros_harness, '/recorder_node/start').success
@@ -535,14 +541,7 @@ def test_close_waits_for_the_queued_writes_and_gives_up_after_its_bound(
 
     # A write that outlasts WRITE_DRAIN_TIMEOUT_S: close returns, the episode still pending.
     monkeypatch.setattr(recorder_node, 'WRITE_DRAIN_TIMEOUT_S', 0.2)
-    append = other.recorder._append
-    writing, release = threading.Event(), threading.Event()
-
-    def held_append(arrays, start_ns):
-        writing.set()
-        assert release.wait(30.0), 'the test never let the write go on'
-        return append(arrays, start_ns)
-    monkeypatch.setattr(other.recorder, '_append', held_append)
+    writing, release = hold_writes(monkeypatch, other.recorder)
     try:
         assert trigger(ros_harness, '/held_recorder/start').success
         teleop.episode(0.0, node='held_recorder')
