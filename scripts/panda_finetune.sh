@@ -4,9 +4,10 @@
 # 0-399; the first 200 are the first round's), 6000 more bf16 steps at lr 1e-4, then the same
 # schedule search, pruner and evaluation as the first round on the same fresh seeds.
 #
-#   scripts/panda_finetune.sh [DATA] [RUN] [SEED_START] [EPISODES] [OUT] [FROM] [DEMOS] [STEPS]
+#   scripts/panda_finetune.sh [DATA] [RUN] [SEED_START] [EPISODES] [OUT] [FROM] [DEMOS] [STEPS] [TOL]
 #
-# DEMOS (default 400) episodes are recorded from seed 0; STEPS (default 6000) fine-tuning steps.
+# DEMOS (default 400) episodes are recorded from seed 0; STEPS (default 6000) fine-tuning steps;
+# TOL (default 0.05) train-policy's --stats-tolerance (the kept stats against the new data's).
 # Stages are skipped when their output exists (see panda_recipe.sh).
 set -euo pipefail
 data=${1:-/work/data/panda_push_400_lift06.zarr}
@@ -17,6 +18,7 @@ out=${5:-results/eval/panda_ft400}
 from=${6:-models/panda_push}
 demos=${7:-400}
 steps=${8:-6000}
+tol=${9:-0.05}
 export OMP_NUM_THREADS=1
 if [ ! -e "$data" ]; then
   record-demos --env panda_push --episodes "$demos" --out "$data" --seed-start 0 --lift 0.06
@@ -25,7 +27,7 @@ if [ ! -f "$run/model.safetensors" ]; then
   resume=()
   if [ -d "$run/checkpoints/latest" ]; then resume=(--resume); fi
   train-policy --dataset "$data" --config config/train_wide_panda.yaml --out "$run" \
-    --init-from "$from" --keep-stats --steps "$steps" --lr 0.0001 --warmup-steps 100 \
+    --init-from "$from" --keep-stats --stats-tolerance "$tol" --steps "$steps" --lr 0.0001 --warmup-steps 100 \
     --device cpu --precision bf16 "${resume[@]}"
 fi
 "$(dirname "$0")/panda_recipe.sh" "$data" "$run" "$seed_start" "$episodes" "$out"
