@@ -4,8 +4,10 @@ from engine_helpers import observation, TINY
 import numpy as np
 import pytest
 from sparse_policy_ros.policy.config import PolicyConfig
+from sparse_policy_ros.policy.sampler import SamplingNoise
 from sparse_policy_ros.sparsity.cache import RolloutCache
 from sparse_policy_ros.sparsity.decisions import Decision, make_executable, sparsity_of
+from sparse_policy_ros.sparsity.sampler import sample_sparse
 from sparse_policy_ros.sparsity.sparse_policy import SparsePolicy
 import torch
 
@@ -151,16 +153,18 @@ def test_shift_zero_keeps_the_entries_a_repeated_call_would_recompute():
     # i.e. the shifted entries equal the ones recomputing them gives.
     config = PolicyConfig(**TINY)
     sparse = SparsePolicy.random_init(config, mode='dense', warmup=False)
-    obs = observation(config)
-    dense = sparse.predict(obs, generator=torch.Generator().manual_seed(4))
-    stored = sparse.cache._store.clone()
-    sparse.shift_cache(0)
-    assert torch.equal(sparse.cache._store, stored)
     steps = sparse.scheduler.num_inference_steps
     rollout = torch.full((steps, config.n_branches), int(Decision.REUSE_ROLLOUT),
                          dtype=torch.int8)
     rollout[0] = int(Decision.COMPUTE)
     sparse._static = rollout
+    obs = observation(config)
+    # The first call has no earlier one to read: every entry is computed (a dense call).
+    dense = sparse.predict(obs, generator=torch.Generator().manual_seed(4))
+    assert dense.stats.dense_call
+    stored = sparse.cache._store.clone()
+    sparse.shift_cache(0)
+    assert torch.equal(sparse.cache._store, stored)
     again = sparse.predict(obs, generator=torch.Generator().manual_seed(4))
     np.testing.assert_allclose(again.actions, dense.actions, atol=1e-6)
 
@@ -195,13 +199,27 @@ def test_only_policies_that_read_earlier_calls_move_their_cache():
     config = PolicyConfig(**TINY)
     fixed = SparsePolicy.random_init(config, mode='fixed', target_sparsity=0.5, warmup=False)
     fixed.predict(observation(config), generator=torch.Generator().manual_seed(4))
-    stored = fixed.cache._store.clone()
     assert not fixed.reads_rollout_cache
+    # Nothing reads it, so nothing is written: no cache memory, nothing to move.
+    assert fixed.cache._store is None and fixed.cache_bytes == 0
     fixed.shift_cache(3)
-    assert torch.equal(fixed.cache._store, stored)
+    assert fixed.cache._store is None
     pruner = SparsePolicy.random_init(config, mode='pruner', target_sparsity=0.5, warmup=False)
     assert pruner.reads_rollout_cache  # a learned pruner may choose reuse-rollout
     pruner.predict(observation(config), generator=torch.Generator().manual_seed(4))
     stored = pruner.cache._store.clone()
     pruner.shift_cache(3)
     assert not torch.equal(pruner.cache._store, stored)
+
+
+def test_sampling_without_a_cache_refuses_a_reuse_rollout_decision():
+    config = PolicyConfig(**TINY)
+    policy = SparsePolicy.random_init(config, mode='dense', warmup=False)
+    steps = policy.scheduler.num_inference_steps
+    decisions = torch.zeros((steps, config.n_branches), dtype=torch.int8)
+    decisions[1, 2] = int(Decision.REUSE_ROLLOUT)
+    memory = torch.zeros((steps, 1, config.memory_len, config.n_emb))
+    noise = SamplingNoise.draw(policy.scheduler, (1, config.horizon, config.action_dim), CPU)
+    with pytest.raises(ValueError, match=r'\(step 1, branch 2\) is reuse_rollout, but no '
+                                         r'rollout cache was given'):
+        sample_sparse(policy.model, memory, policy.scheduler, noise, None, lambda: decisions)

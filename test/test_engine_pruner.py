@@ -541,3 +541,32 @@ def test_pruner_grid_beyond_the_training_timesteps_is_refused(tmp_path):
     shutil.copy2(DEFAULT_MODEL / 'config.json', tmp_path / 'config.json')
     with pytest.raises(ValueError, match='pruner n_steps is 200, expected at most 100'):
         load_pruner(tmp_path)
+
+
+def test_a_static_pruner_executes_its_table_without_running_the_network():
+    # The recorded table is what the pruner returns; the policy takes it as it is (no worker
+    # thread hop, no per-call conversion) and, reading nothing across calls, keeps no cache.
+    model = load_policy(DEFAULT_MODEL)
+    pruner, _ = load_pruner(DEFAULT_MODEL)
+    policy = SparsePolicy(model, pruner, mode='pruner', target_sparsity=0.94, warmup=False)
+    assert not policy.reads_rollout_cache
+    obs = observation(model.config, 0)
+    first = policy.predict(obs, generator=torch.Generator().manual_seed(3))
+    assert first.stats.pruner_run_ms == 0.0 and first.stats.pruner_ms == 0.0
+    assert torch.equal(first.stats.decisions, make_executable(default_schedule()))
+    assert first.stats.cache_bytes == 0 and policy.cache_bytes == 0
+    # The reported decisions are the caller's copy: changing them changes no later call.
+    with torch.inference_mode():  # where the tensor was made, so a caller could write it
+        first.stats.decisions.fill_(C)
+    second = policy.predict(obs, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(second.stats.decisions, make_executable(default_schedule()))
+    np.testing.assert_array_equal(second.actions, first.actions)
+    # The same decisions through the static-schedule path give the same actions, bit for bit.
+    fixed = SparsePolicy(model, None, mode='fixed', target_sparsity=0.94, warmup=False)
+    fixed._static = default_schedule()
+    again = fixed.predict(obs, generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(again.actions, first.actions)
+    # Another budget than the table's is decided by the network on its worker.
+    other = SparsePolicy(model, pruner, mode='pruner', target_sparsity=0.9, warmup=False)
+    assert other.reads_rollout_cache
+    assert other.predict(obs).stats.pruner_run_ms > 0.0

@@ -53,7 +53,7 @@ class StepTimes:
 
 
 def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: NoiseScheduler,
-                  noise: SamplingNoise, cache: RolloutCache,
+                  noise: SamplingNoise, cache: RolloutCache | None,
                   get_decisions: Callable[[], torch.Tensor],
                   cross_kv: list[torch.Tensor] | None = None,
                   prefix: PrefixCondition | None = None,
@@ -68,6 +68,8 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     cross-attention keys/values, ``DiffusionTransformer.cross_kv_steps``).
     ``prefix``: rows of the sample fixed to committed actions before every step and in the
     result (``policy/prefix.py``); None leaves the arithmetic untouched.
+    ``cache``: where computed branch outputs are kept for later calls and read by reuse-rollout
+    decisions; None for decisions that never read earlier calls (nothing is then written).
     ``step_times``: when given, each step's wall time is added to it (computed or reuse step).
     ``start_step``: skip steps ``0 .. start_step - 1`` (a warm start, ``policy/warm_start.py``:
     ``noise.initial`` is then the sample entering that step). The first step that runs
@@ -85,6 +87,9 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
     # Held as ``net.stream_offset(sum)`` (input bias and position embedding folded in), so the
     # step's stream is one fused op.
     latest_sum: torch.Tensor | None = None
+    # (stream entering, stream leaving) the last step that computed a branch, when the deltas
+    # it added were exactly step_latest; None otherwise.
+    last_stream: tuple[torch.Tensor, torch.Tensor] | None = None
     rows: list[list[int]] | None = None
     all_step_reuse: list[bool] = []
     if not 0 <= start_step < scheduler.num_inference_steps:
@@ -96,7 +101,11 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
             all_step_reuse = [row.count(REUSE_STEP) == n_branches for row in rows]
         started = step_times.start() if step_times is not None else 0.0
         if rows is not None and all_step_reuse[k] and not net.training:
-            if latest_sum is None:
+            if latest_sum is None and last_stream is not None:
+                # That step added exactly step_latest to its stream: one subtraction for the
+                # sum of n_branches deltas.
+                latest_sum = net.stream_offset(last_stream[1] - last_stream[0])
+            elif latest_sum is None:
                 latest_sum = step_latest[0]
                 for delta in step_latest[1:]:
                     latest_sum = latest_sum + delta
@@ -109,24 +118,35 @@ def sample_sparse(model: DiffusionPolicy, memory: torch.Tensor, scheduler: Noise
                 step_times.add(False, started)
             continue
         row = rows[k] if rows is not None else [COMPUTE] * n_branches
-        if COMPUTE in row:
+        computes = COMPUTE in row
+        if computes:
             latest_sum = None
         mem_k = memory[k]
         h = net.embed_actions(x)
+        stream_start = h
         latest_of_kind: list[torch.Tensor | None] = [None] * BRANCHES_PER_LAYER
         for i, decision in enumerate(row):
             if decision == COMPUTE:
                 delta = net.branch(i, h, mem_k, cross_kv, k)
                 step_latest[i] = delta
                 latest_of_kind[i % BRANCHES_PER_LAYER] = delta
-                cache.store(k, i, delta)
+                if cache is not None:
+                    cache.store(k, i, delta)
             elif decision == REUSE_STEP:
                 delta = step_latest[i]
             elif decision == REUSE_BLOCK:
                 delta = latest_of_kind[i % BRANCHES_PER_LAYER]
+            elif cache is None:
+                raise ValueError(f'decision at (step {k}, branch {i}) is reuse_rollout, but no '
+                                 f'rollout cache was given')
             else:
                 delta = cache.rollout(k, i)
             h = h + delta
+        if computes:
+            # Every delta this step added is its branch's step_latest when it only computed or
+            # reused the previous step: the stream's growth is then their sum.
+            pure = all(decision in (COMPUTE, REUSE_STEP) for decision in row)
+            last_stream = (stream_start, h) if pure else None
         x = scheduler.step(k, net.output(h), x, noise.at(k))
         if prefix is not None:
             prefix.apply(k + 1, x)
