@@ -363,7 +363,7 @@ class SparsePolicy:
 
     def _pruner_table(self) -> torch.Tensor | None:
         """
-        The pruner's recorded static decisions when they are this policy's, else None.
+        Return the pruner's recorded static decisions when they are this policy's, else None.
 
         A static table stands for the pruner at its own budget (``Pruner.decisions`` returns it
         without running the network); another target budget is decided from the logits.
@@ -379,7 +379,7 @@ class SparsePolicy:
 
     def _executable(self, planned: torch.Tensor, held: 'bool | np.ndarray') -> torch.Tensor:
         """
-        ``make_executable(planned, held)``, kept while ``planned`` is the same static tensor.
+        Return the executable decisions of ``planned``, kept while it is the same tensor.
 
         With every entry held (or none read across calls) a static schedule executes the same
         decisions every call: made once instead of ~0.2 ms per call on a CPU.
