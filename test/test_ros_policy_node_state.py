@@ -50,7 +50,8 @@ def test_activate_clears_history_and_rollout_cache(ros_harness, make_policy_node
     node = make_policy_node()
     ros_harness.wait_for(lambda: len(chunks(trajectories)) >= 3, 20.0, 'chunks')
     assert change_state(ros_harness, Transition.TRANSITION_DEACTIVATE)
-    assert node._policy.cache_bytes > 0  # the rollout cache survived deactivation...
+    # The rollout cache (where the policy keeps one) survived deactivation...
+    assert (node._policy.cache_bytes > 0) == node._policy.reads_rollout_cache
     assert change_state(ros_harness, Transition.TRANSITION_ACTIVATE)
     n_chunks = len(chunks(trajectories))
     ros_harness.wait_for(lambda: len(chunks(trajectories)) >= n_chunks + 2, 20.0,

@@ -581,7 +581,9 @@ class SparsePolicy:
             stats.reuse_steps = step_times.reuse_steps
         stats.total_ms = (end - start) * 1e3
         stats.dense_call = sparsity_of(decisions) == 0.0
-        stats.cold_call = not rollout_ok and not np.any(held)
+        # The first call after a reset; where a cache is kept, one that found it empty.
+        stats.cold_call = (not rollout_ok and not np.any(held)) if use_cache else (
+            self._rollout_call == 0)
         # Against the nominal dense work, so fewer-step DDIM reports the work it skips too.
         computed = (1.0 - sparsity_of(decisions)) * decisions.shape[0]
         stats.sparsity = 1.0 - computed / self.nominal_steps
