@@ -566,6 +566,10 @@ def test_a_static_pruner_executes_its_table_without_running_the_network():
     fixed._static = default_schedule()
     again = fixed.predict(obs, generator=torch.Generator().manual_seed(3))
     np.testing.assert_array_equal(again.actions, first.actions)
+    # A schedule edited in place is executed as edited, not as it was first made executable.
+    fixed._static[1:] = int(Decision.REUSE_STEP)
+    edited = fixed.predict(obs, generator=torch.Generator().manual_seed(3))
+    assert int((edited.stats.decisions == C).sum()) == model.config.n_branches
     # Another budget than the table's is decided by the network on its worker.
     other = SparsePolicy(model, pruner, mode='pruner', target_sparsity=0.9, warmup=False)
     assert other.reads_rollout_cache

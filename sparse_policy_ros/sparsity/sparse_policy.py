@@ -237,7 +237,7 @@ class SparsePolicy:
         use_graphs = self.device.type == 'cuda' if cuda_graphs is None else cuda_graphs
         self._graphed = GraphedSampler() if use_graphs else None
         self._static = None
-        self._executable_of: torch.Tensor | None = None  # see _executable
+        self._executable_of: tuple[torch.Tensor, int] | None = None  # see _executable
         self._executable_memo: torch.Tensor | None = None
         self._rollout_call = 0  # calls since the last reset: the rollout schedule's rotation
         if rollout_refresh is not None and not rollout_refresh > 0:
@@ -386,9 +386,12 @@ class SparsePolicy:
         """
         if held is not True:
             return make_executable(planned, held)
-        if self._executable_of is not planned:
+        # Keyed by the tensor and its version counter, so an in-place edit is seen too.
+        key = (planned, planned._version)
+        if self._executable_of is None or self._executable_of[0] is not planned or (
+                self._executable_of[1] != key[1]):
             self._executable_memo = make_executable(planned, True)
-            self._executable_of = planned
+            self._executable_of = key
         return self._executable_memo
 
     def continued_noise(self, previous: SamplingNoise, steps: int) -> SamplingNoise:
