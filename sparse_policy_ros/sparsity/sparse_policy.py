@@ -384,7 +384,8 @@ class SparsePolicy:
         With every entry held (or none read across calls) a static schedule executes the same
         decisions every call: made once instead of ~0.2 ms per call on a CPU.
         """
-        if held is not True:
+        if held is not True or planned.is_inference():
+            # A tensor made in inference mode (a per-call schedule) has no version counter.
             return make_executable(planned, held)
         # Keyed by the tensor and its version counter, so an in-place edit is seen too.
         key = (planned, planned._version)
